@@ -1,0 +1,168 @@
+"""Helpers every node module shares: ComfyUI integration that falls back to plain torch.
+
+Without ComfyUI installed (tests, plain Python) the nodes still import and run: the device is
+CUDA if available else CPU, progress is a no-op and model folders resolve to ``$PTI_MODELS_DIR``
+(default ``./models``).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+CATEGORY = "PTI"
+
+# ComfyUI model folder kinds this pack owns, with explicit extensions (a kind with none matches every file).
+MODEL_FOLDERS = {
+    "stylegan": {".pkl", ".pt", ".pth", ".safetensors"},
+    "stylegan_directions": {".pt", ".pth", ".npy", ".npz", ".safetensors"},
+}
+
+
+def pack_dir() -> Path:
+    """Returns the pack's root folder."""
+    return Path(__file__).resolve().parent.parent
+
+
+def core():
+    """Returns this pack's ``pti_core`` package (imported relative to the pack, on first use)."""
+    from .. import pti_core  # noqa: PLC0415  (heavy parts load lazily inside pti_core)
+    return pti_core
+
+
+def _folder_paths():
+    try:
+        import folder_paths  # type: ignore  # noqa: PLC0415
+    except ImportError:
+        return None
+    return folder_paths
+
+
+def comfy_available() -> bool:
+    """Returns True when running inside ComfyUI."""
+    return _folder_paths() is not None
+
+
+def register_model_folders() -> None:
+    """Adds ``models/stylegan`` and ``models/stylegan_directions`` to ComfyUI's folder registry.
+
+    Keeps any paths a user's ``extra_model_paths.yaml`` already added and merges our extensions.
+    No-op outside ComfyUI.
+    """
+    folder_paths = _folder_paths()
+    if folder_paths is None:
+        return
+    for kind, extensions in MODEL_FOLDERS.items():
+        default = os.path.join(folder_paths.models_dir, kind)
+        if kind in folder_paths.folder_names_and_paths:
+            paths, exts = folder_paths.folder_names_and_paths[kind]
+            paths = list(paths)
+            if default not in paths:
+                paths.append(default)
+            folder_paths.folder_names_and_paths[kind] = (paths, set(exts) | extensions)
+        else:
+            folder_paths.folder_names_and_paths[kind] = ([default], set(extensions))
+
+
+def _fallback_dir(kind: str) -> Path:
+    return Path(os.environ.get("PTI_MODELS_DIR", "models")) / kind
+
+
+def list_models(kind: str) -> list[str]:
+    """Returns the file names available for a model folder kind (sorted)."""
+    folder_paths = _folder_paths()
+    if folder_paths is not None:
+        return sorted(folder_paths.get_filename_list(kind))
+    folder = _fallback_dir(kind)
+    if not folder.is_dir():
+        return []
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if p.is_file() and p.suffix.lower() in MODEL_FOLDERS[kind])
+
+
+def model_path(kind: str, name: str) -> Path:
+    """Returns the full path of model ``name`` in folder ``kind``, or raises a clear MissingFileError."""
+    errors = core().errors
+    folder_paths = _folder_paths()
+    if folder_paths is not None:
+        found = folder_paths.get_full_path(kind, name)
+        folders = folder_paths.get_folder_paths(kind)
+    else:
+        candidate = _fallback_dir(kind) / name
+        found = str(candidate) if candidate.is_file() else None
+        folders = [str(_fallback_dir(kind))]
+    if not found:
+        raise errors.MissingFileError(
+            f"model file {name!r} not found in models/{kind} (searched: {', '.join(map(str, folders))}); "
+            f"put the file there and refresh the node")
+    return Path(found)
+
+
+def torch_device():
+    """Returns the device ComfyUI computes on (or CUDA/CPU without ComfyUI)."""
+    import torch  # noqa: PLC0415
+    try:
+        import comfy.model_management as mm  # type: ignore  # noqa: PLC0415
+        return mm.get_torch_device()
+    except ImportError:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def intermediate_device():
+    """Returns the device IMAGE outputs live on (ComfyUI's intermediate device, CPU otherwise)."""
+    import torch  # noqa: PLC0415
+    try:
+        import comfy.model_management as mm  # type: ignore  # noqa: PLC0415
+        return mm.intermediate_device()
+    except ImportError:
+        return torch.device("cpu")
+
+
+def should_stop() -> bool:
+    """Raises ComfyUI's interrupt exception when the user pressed Cancel; returns False otherwise."""
+    try:
+        import comfy.model_management as mm  # type: ignore  # noqa: PLC0415
+    except ImportError:
+        return False
+    mm.throw_exception_if_processing_interrupted()
+    return False
+
+
+def make_progress(total: int, *, preview_size: int = 512) -> Callable[[int, int, str, Any], None]:
+    """Returns a ``progress(step, total, phase, preview)`` callback driving ComfyUI's progress bar.
+
+    ``preview`` (``[1, 3, H, W]`` in [-1, 1] or None) is shown as a JPEG on the node.
+    """
+    try:
+        import comfy.utils  # type: ignore  # noqa: PLC0415
+    except ImportError:
+        return lambda step, total_, phase, preview=None: None
+    bar = comfy.utils.ProgressBar(total)
+
+    def progress(step: int, total_: int, phase: str, preview=None) -> None:
+        shown = None
+        if preview is not None:
+            shown = ("JPEG", core().imageio.nchw_to_pil(preview[:1]), preview_size)
+        bar.update_absolute(step, total_, shown)
+
+    return progress
+
+
+def free_memory() -> None:
+    """Hands memory back after an optimisation run (ComfyUI frees only what it manages)."""
+    import torch  # noqa: PLC0415
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    try:
+        import comfy.model_management as mm  # type: ignore  # noqa: PLC0415
+        mm.soft_empty_cache()
+    except ImportError:
+        pass
+
+
+def user_error(error: Exception) -> Exception:
+    """Returns an exception whose message is the one-line library message (for ComfyUI's error panel)."""
+    return ValueError(str(error))
