@@ -136,8 +136,9 @@ class SynthesisLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, *, noise_mode: str = "const",
                 noise: torch.Tensor | None = None, fused_modconv: bool = True,
-                gain: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
-        styles = self.affine(w)  # [N, I]
+                gain: float = 1.0, generator: torch.Generator | None = None,
+                style: torch.Tensor | None = None) -> torch.Tensor:
+        styles = self.affine(w) if style is None else style.to(torch.float32)  # [N, I]
         noise_term = None
         if self.use_noise:
             if noise is not None:
@@ -167,8 +168,9 @@ class ToRGBLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, *, fused_modconv: bool = True) -> torch.Tensor:
-        styles = self.affine(w) * self.weight_gain
+    def forward(self, x: torch.Tensor, w: torch.Tensor, *, fused_modconv: bool = True,
+                style: torch.Tensor | None = None) -> torch.Tensor:
+        styles = (self.affine(w) if style is None else style.to(torch.float32)) * self.weight_gain
         x = ops.modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused_modconv)
         return ops.bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
 
@@ -241,29 +243,32 @@ class SynthesisBlock(nn.Module):
     def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, *,
                 noise_mode: str = "const", noise: Mapping[str, torch.Tensor] | None = None,
                 fused_modconv: bool = True, generator: torch.Generator | None = None,
+                styles: Mapping[str, torch.Tensor] | None = None,
                 prefix: str = "") -> tuple[torch.Tensor, torch.Tensor | None]:
         w_iter: Iterator[torch.Tensor] = iter(ws.unbind(dim=1))
         layer_kwargs = dict(noise_mode=noise_mode, fused_modconv=fused_modconv, generator=generator)
 
-        def layer_noise(name: str) -> torch.Tensor | None:
-            return None if noise is None else noise.get(f"{prefix}{name}")
+        def given(name: str) -> dict[str, torch.Tensor | None]:
+            key = f"{prefix}{name}"
+            return {"noise": None if noise is None else noise.get(key),
+                    "style": None if styles is None else styles.get(key)}
 
         if self.in_channels == 0:
             x = self.const.to(torch.float32).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
-            x = self.conv1(x, next(w_iter), noise=layer_noise("conv1"), **layer_kwargs)
+            x = self.conv1(x, next(w_iter), **given("conv1"), **layer_kwargs)
         elif self.architecture == "resnet":
             y = self.skip(x, gain=math.sqrt(0.5))
-            x = self.conv0(x, next(w_iter), noise=layer_noise("conv0"), **layer_kwargs)
-            x = self.conv1(x, next(w_iter), noise=layer_noise("conv1"), gain=math.sqrt(0.5),
-                           **layer_kwargs)
+            x = self.conv0(x, next(w_iter), **given("conv0"), **layer_kwargs)
+            x = self.conv1(x, next(w_iter), **given("conv1"), gain=math.sqrt(0.5), **layer_kwargs)
             x = y + x
         else:
-            x = self.conv0(x, next(w_iter), noise=layer_noise("conv0"), **layer_kwargs)
-            x = self.conv1(x, next(w_iter), noise=layer_noise("conv1"), **layer_kwargs)
+            x = self.conv0(x, next(w_iter), **given("conv0"), **layer_kwargs)
+            x = self.conv1(x, next(w_iter), **given("conv1"), **layer_kwargs)
         if img is not None:
             img = ops.upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
-            y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv).to(torch.float32)
+            y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv,
+                           style=given("torgb")["style"]).to(torch.float32)
             img = img + y if img is not None else y
         return x, img
 
@@ -315,6 +320,21 @@ class SynthesisNetwork(nn.Module):
                 out.append((f"b{res}.torgb", idx, block.torgb.affine))
         return out
 
+    def compute_styles(self, ws: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Returns StyleSpace: ``{layer name: affine(ws[:, index])}`` (``[N, C]`` each), in execution order.
+
+        Passing (edited) styles back as ``synthesis(ws, styles=...)`` renders from them; unedited
+        styles reproduce ``synthesis(ws)`` exactly.
+        """
+        self._check_ws(ws)
+        ws = ws.to(torch.float32)
+        return {name: affine(ws[:, index]) for name, index, affine in self.style_layers()}
+
+    def _check_ws(self, ws: torch.Tensor) -> None:
+        if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
+            raise LatentError(f"ws must be [N, {self.num_ws}, {self.w_dim}] for this generator, "
+                              f"got {list(ws.shape)}")
+
     def noise_buffers(self) -> dict[str, torch.Tensor]:
         """Returns ``{"b{R}.conv{i}": noise_const}`` for every layer that takes noise."""
         return {f"b{res}.{name}": layer.noise_const
@@ -324,6 +344,7 @@ class SynthesisNetwork(nn.Module):
     def forward(self, ws: torch.Tensor, *, noise_mode: str = "const",
                 noise: Mapping[str, torch.Tensor] | None = None, fused_modconv: bool = True,
                 force_fp32: bool = True, generator: torch.Generator | None = None,
+                styles: Mapping[str, torch.Tensor] | None = None,
                 return_intermediates: bool = False):
         """Returns the image ``[N, C, R, R]`` for ``ws`` ``[N, num_ws, w_dim]``.
 
@@ -332,21 +353,22 @@ class SynthesisNetwork(nn.Module):
             noise: optional ``{"b{R}.conv{i}": [H, W] or [N, 1, H, W]}`` replacing the stored
                 buffers (the projector optimises these); scaled by each layer's noise strength.
             force_fp32: accepted for NVIDIA compatibility; computation is always float32.
+            styles: optional StyleSpace override ``{layer name: [N, C]}`` (see ``compute_styles``);
+                layers not named use ``affine(w)``.
             return_intermediates: also return ``{"b{R}": (x, img)}`` for every block.
         """
         del force_fp32
         if noise_mode not in ("const", "random", "none"):
             raise ValueError(f"noise_mode must be 'const', 'random' or 'none', got {noise_mode!r}")
-        if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
-            raise LatentError(f"ws must be [N, {self.num_ws}, {self.w_dim}] for this generator, "
-                              f"got {list(ws.shape)}")
+        self._check_ws(ws)
         ws = ws.to(torch.float32)
         x = img = None
         intermediates = {}
         for res, block in self.blocks():
             start, stop = self.block_ws_ranges[res]
             x, img = block(x, img, ws[:, start:stop], noise_mode=noise_mode, noise=noise,
-                           fused_modconv=fused_modconv, generator=generator, prefix=f"b{res}.")
+                           fused_modconv=fused_modconv, generator=generator, styles=styles,
+                           prefix=f"b{res}.")
             if return_intermediates:
                 intermediates[f"b{res}"] = (x, img)
         return (img, intermediates) if return_intermediates else img
