@@ -11,7 +11,7 @@ from importlib import import_module
 from . import _common
 
 # One module per node family; each defines NODE_CLASS_MAPPINGS and NODE_DISPLAY_NAME_MAPPINGS.
-_FAMILIES: tuple[str, ...] = ()
+_FAMILIES: tuple[str, ...] = ("models", "latents", "pti", "align", "directions", "styleclip")
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

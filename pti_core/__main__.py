@@ -39,8 +39,11 @@ def build_parser(available: dict[str, object]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .errors import PTIError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Import only the chosen command's module (some pull in heavy packages); all of them for --help.
+    wanted = [argv[0]] if argv and argv[0] in COMMANDS else list(COMMANDS)
     available = {}
-    for name in COMMANDS:
+    for name in wanted:
         try:
             available[name] = _load(name)
         except ModuleNotFoundError as error:

@@ -91,7 +91,7 @@ def pil_to_nchw(image: Image.Image) -> torch.Tensor:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     image = image.convert("RGB")
-    array = np.asarray(image, dtype=np.uint8)
+    array = np.array(image, dtype=np.uint8)  # a writable copy (torch.from_numpy warns on read-only)
     return uint8_to_nchw(array)
 
 

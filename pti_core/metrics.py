@@ -37,6 +37,27 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(4.0 / error)
 
 
+def lpips_distance(a: torch.Tensor, b: torch.Tensor, *, net: str = "lpips-alex",
+                   max_size: int | None = None) -> torch.Tensor:
+    """Returns the LPIPS distance per image pair (``[B]``) with the perceptual backbone ``net``.
+
+    Args:
+        net: a kind of :data:`pti_core.losses.PERCEPTUAL_KINDS`: ``"lpips-alex"`` (the standard
+            metric; needs torchvision's AlexNet file in the cache), ``"lpips-vgg"``,
+            ``"stlpips-alex"`` (trained ST-LPIPS, no download) or ``"random-alex"`` (tests only).
+        max_size: area-downsample larger images to this size first (None: full resolution).
+
+    Raises:
+        MissingFileError: the backbone is not in torchvision's cache (nothing is downloaded).
+    """
+    from .losses import perceptual_model  # noqa: PLC0415
+
+    a, b = _pair(a, b)
+    model = perceptual_model(net, a.device)
+    with torch.no_grad():
+        return model(a, b, max_size=max_size)
+
+
 def identity_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Returns dlib's face-descriptor distance per image pair (same person < 0.6); needs ``.[align]``."""
     from .face import identity_distance as _identity_distance  # noqa: PLC0415
@@ -44,4 +65,4 @@ def identity_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _identity_distance(a, b)
 
 
-__all__ = ["mse", "psnr", "identity_distance"]
+__all__ = ["mse", "psnr", "lpips_distance", "identity_distance"]

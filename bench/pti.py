@@ -1,0 +1,206 @@
+"""Benchmark of PTI's two loops: per-step time, time-to-quality, peak memory; optimised vs naive.
+
+Usage: ``python bench/pti.py [--sizes 64 256] [--steps 8] [--ttq-inversion 60 --ttq-tuning 120]
+[--threads 2] [--device cpu|cuda]``
+
+For each generator (64 px: the sg2ada_small config; 256 px: FFHQ-like ``skip`` config with
+channels <= 128; 1024 px: FFHQ config-f, CUDA only), seeded random weights:
+
+* per-step time of inversion (perceptual trunk VGG16, as LPIPS-VGG) and tuning (AlexNet, as
+  LPIPS-alex), median over steps after a warm-up, for two settings measured in the same run:
+  ``naive`` (fp32, fused modulated conv, NCHW, no compile) and ``fast`` (the optimised path:
+  non-fused modconv on CPU, bf16 autocast, channels_last perceptual net; on CUDA also
+  torch.compile). Both cache the target's features (the library always does).
+* time-to-quality on the astronaut photo: wall time of inversion + tuning until the
+  reconstruction MSE first reaches the MSE that the naive run has at its end.
+
+The perceptual trunks are seeded random (``random-vgg`` / ``random-alex``): the ImageNet weights
+cannot be downloaded here, and the compute per step is identical. Quality numbers for the
+paper defaults with a trained metric come from ``--quality`` (sg2ada_tiny, ST-LPIPS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pti_core.generators.stylegan2 import Generator  # noqa: E402
+from pti_core.imageio import load_image, prepare_target  # noqa: E402
+from pti_core.invert import InversionConfig, invert  # noqa: E402
+from pti_core.metrics import lpips_distance, mse  # noqa: E402
+from pti_core.tune import TuningConfig, pivotal_tune  # noqa: E402
+
+PHOTO = REPO.parent / "shared" / "realworld" / "photos" / "astronaut.png"
+CONFIGS = {
+    64: {"z_dim": 64, "w_dim": 64, "img_resolution": 64, "img_channels": 3, "c_dim": 0,
+         "mapping_kwargs": {"num_layers": 8},
+         "synthesis_kwargs": {"channel_base": 4096, "channel_max": 128, "architecture": "skip", "conv_clamp": 256}},
+    256: {"z_dim": 512, "w_dim": 512, "img_resolution": 256, "img_channels": 3, "c_dim": 0,
+          "mapping_kwargs": {"num_layers": 8},
+          "synthesis_kwargs": {"channel_base": 32768, "channel_max": 128, "architecture": "skip", "conv_clamp": 256}},
+    1024: {"z_dim": 512, "w_dim": 512, "img_resolution": 1024, "img_channels": 3, "c_dim": 0,
+           "mapping_kwargs": {"num_layers": 8},
+           "synthesis_kwargs": {"channel_base": 32768, "channel_max": 512, "architecture": "skip", "conv_clamp": 256}},
+}
+REFERENCE = {64: (0.090, 0.062), 256: (0.652, 0.230)}  # NVIDIA/PTI code, 2 threads, this CPU class (issue 3)
+
+
+def build(size: int, device: torch.device) -> Generator:
+    torch.manual_seed(size)
+    G = Generator(**CONFIGS[size])
+    with torch.no_grad():
+        for name, param in G.named_parameters():
+            if name.endswith(("bias", "noise_strength")) and not name.startswith("mapping."):
+                param.add_(0.1 * torch.randn(param.shape))
+        G.mapping.w_avg.copy_(G.mapping(torch.randn(2000, G.z_dim))[:, 0].mean(0))
+    return G.eval().to(device)
+
+
+def settings(device: torch.device) -> dict[str, dict]:
+    fast = {"precision": "bf16", "fused_modconv": device.type == "cuda", "channels_last": True,
+            "compile": device.type == "cuda"}
+    naive = {"precision": "fp32", "fused_modconv": True, "channels_last": False, "compile": False}
+    return {"naive": naive, "fast": fast}
+
+
+class Clock:
+    """progress hook recording the time of every step and, optionally, the MSE of the preview."""
+
+    def __init__(self, target=None):
+        self.times, self.mses, self.target = [], [], target
+
+    def __call__(self, step, total, phase, preview):
+        self.times.append(time.perf_counter())
+        if self.target is not None and preview is not None:
+            self.mses.append(float(mse(preview.to(self.target.device), self.target[:1].cpu())[0]))
+
+    def per_step(self, skip: int = 2) -> float:
+        gaps = [b - a for a, b in zip(self.times, self.times[1:])][skip:]
+        return statistics.median(gaps)
+
+
+def per_step(G, target, steps: int, opts: dict) -> tuple[float, float]:
+    inv_clock, tune_clock = Clock(), Clock()
+    inversion = invert(G, target, config=InversionConfig(steps=steps + 3, perceptual="random-vgg", preview_every=0,
+                                                         w_avg_samples=200, **opts), progress=inv_clock)
+    pivotal_tune(G, target, inversion.ws.to(target.device),
+                 config=TuningConfig(steps=steps + 3, perceptual="random-alex", lpips_threshold=0.0,
+                                     preview_every=0, **opts), progress=tune_clock)
+    return inv_clock.per_step(), tune_clock.per_step()
+
+
+def time_to_quality(G, target, inversion_steps: int, tuning_steps: int, opts: dict):
+    """Returns (elapsed times per tuning step, MSE per tuning step, inversion seconds)."""
+    start = time.perf_counter()
+    inversion = invert(G, target, config=InversionConfig(steps=inversion_steps, perceptual="random-vgg",
+                                                         preview_every=0, w_avg_samples=200, **opts))
+    inverted = time.perf_counter()
+    clock = Clock(target.cpu())
+    pivotal_tune(G, target, inversion.ws.to(target.device),
+                 config=TuningConfig(steps=tuning_steps, perceptual="random-alex", lpips_threshold=0.0,
+                                     preview_every=1, **opts), progress=clock)
+    elapsed = [t - start for t in clock.times]
+    return elapsed, clock.mses, inverted - start
+
+
+def quality(steps_inversion: int, steps_tuning: int) -> dict:
+    """Paper-default run on sg2ada_tiny + astronaut, measured with ST-LPIPS (trained, offline)."""
+    from safetensors.torch import load_file
+
+    folder = REPO.parent / "shared" / "golden" / "sg2ada_tiny"
+    G = Generator(**json.loads((folder / "config.json").read_text())["init_kwargs"]).eval()
+    G.load_state_dict(load_file(folder / "weights.safetensors"))
+    target = prepare_target(load_image(PHOTO), G.img_resolution)
+    t0 = time.perf_counter()
+    inversion = invert(G, target, config=InversionConfig(steps=steps_inversion, perceptual="stlpips-alex",
+                                                         preview_every=0))
+    t1 = time.perf_counter()
+    tuned = pivotal_tune(G, target, inversion.ws,
+                         config=TuningConfig(steps=steps_tuning, perceptual="stlpips-alex", preview_every=0))
+    t2 = time.perf_counter()
+    with torch.no_grad():
+        recon = tuned.generator.synthesis(inversion.ws).clamp(-1, 1)
+    out = {"inversion_steps": steps_inversion, "tuning_steps": steps_tuning, "tuning_steps_run": tuned.steps_run[0],
+           "inversion_s": round(t1 - t0, 1), "tuning_s": round(t2 - t1, 1)}
+    for label, image in (("inversion", inversion.image), ("pti", recon)):
+        out[f"{label}_mse"] = round(float(mse(image, target)[0]), 4)
+        out[f"{label}_stlpips"] = round(float(lpips_distance(image, target, net="stlpips-alex")[0]), 4)
+    out["mse_ratio"] = round(out["pti_mse"] / out["inversion_mse"], 3)
+    out["lpips_ratio"] = round(out["pti_stlpips"] / out["inversion_stlpips"], 3)
+    # early stopping (LPIPS <= 0.06) uses ST-LPIPS here, whose scale is lower than LPIPS-alex
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=None)
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per loop and setting")
+    parser.add_argument("--ttq-inversion", type=int, default=60)
+    parser.add_argument("--ttq-tuning", type=int, default=120)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quality", action="store_true", help="also the paper-default quality run (sg2ada_tiny)")
+    parser.add_argument("--skip-ttq", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    sizes = args.sizes or ([64, 256, 1024] if device.type == "cuda" else [64, 256])
+    print(f"# bench/pti.py  torch {torch.__version__}  device {device}  threads {args.threads}  "
+          f"load average {os.getloadavg()[0]:.1f}")
+    photo = load_image(PHOTO)
+    for size in sizes:
+        G = build(size, device)
+        target = prepare_target(photo, size).to(device)
+        modes = settings(device)
+        results = {name: [] for name in modes}
+        for _ in range(2):  # interleave the settings so machine load hits both alike
+            for name, opts in modes.items():
+                results[name].append(per_step(G, target, args.steps, opts))
+        row = {name: (min(r[0] for r in rs), min(r[1] for r in rs)) for name, rs in results.items()}
+        (ni, nt), (fi, ft) = row["naive"], row["fast"]
+        print(f"\n## {size} px  (num_ws {G.num_ws}, {sum(p.numel() for p in G.parameters()) / 1e6:.2f} M params)")
+        print("| setting | inversion s/step | tuning s/step |")
+        print("| --- | --- | --- |")
+        print(f"| naive (fp32, fused modconv, NCHW) | {ni:.4f} | {nt:.4f} |")
+        print(f"| fast ({', '.join(f'{k}={v}' for k, v in modes['fast'].items())}) | {fi:.4f} | {ft:.4f} |")
+        print(f"| ratio naive/fast | {ni / fi:.2f}x | {nt / ft:.2f}x |")
+        if size in REFERENCE and device.type == "cpu":
+            ri, rt_ = REFERENCE[size]
+            print(f"| reference PTI code (issue figure) | {ri:.3f} | {rt_:.3f} |")
+            print(f"| fast / reference | {fi / ri:.2f} | {ft / rt_:.2f} |")
+        if size == 64:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+            print(f"peak RSS after the 64 px runs: {peak:.2f} GiB (reference 1.13 GiB)")
+        if args.skip_ttq:
+            continue
+        runs = {name: time_to_quality(G, target, args.ttq_inversion, args.ttq_tuning, opts)
+                for name, opts in modes.items()}
+        goal = runs["naive"][1][-1]
+        print(f"time-to-quality: goal MSE {goal:.4f} (naive's final, {args.ttq_inversion} + {args.ttq_tuning} steps)")
+        reached = {}
+        for name, (elapsed, mses, inv_s) in runs.items():
+            hit = next((t for t, m in zip(elapsed, mses) if m <= goal), None)
+            reached[name] = hit
+            print(f"  {name}: inversion {inv_s:.1f} s, reached goal at "
+                  f"{'never' if hit is None else f'{hit:.1f} s'}; final MSE {mses[-1]:.4f}")
+        if reached["fast"] and reached["naive"]:
+            print(f"  time-to-quality ratio naive/fast: {reached['naive'] / reached['fast']:.2f}x")
+    if args.quality:
+        print("\n## paper defaults on sg2ada_tiny + astronaut (ST-LPIPS as metric and loss)")
+        print(json.dumps(quality(450, 350)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Shared plumbing of the optimisation loops: devices, precision, compile, synthesis calls.
+
+Private to pti_core (used by :mod:`.invert` and :mod:`.tune`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_choice(name: str, value: Any, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    if not (value > 0 or (allow_zero and value == 0)):
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+def module_device(module: nn.Module) -> torch.device:
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def autocast(device: torch.device, precision: str):
+    """Returns the autocast context for ``precision`` ("fp32" = no autocast)."""
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def use_fused_modconv(setting: bool | None, device: torch.device) -> bool:
+    """Returns the modulated-conv path: ``setting``, or when None (auto) fused on CUDA, non-fused on CPU.
+
+    The two agree to float32 rounding; on CPU the non-fused path (one shared convolution) is
+    about 25 % faster forward+backward than the grouped per-sample convolution.
+    """
+    return device.type == "cuda" if setting is None else bool(setting)
+
+
+def use_channels_last(setting: bool | None, device: torch.device, precision: str) -> bool:
+    """Returns whether the perceptual net runs NHWC: ``setting``, or when None on CUDA or with bf16/fp16."""
+    return (device.type == "cuda" or precision != "fp32") if setting is None else bool(setting)
+
+
+def synthesis_fn(G: nn.Module, *, compile: bool) -> Callable[..., torch.Tensor]:
+    """Returns ``G.synthesis`` or, when ``compile`` and on CUDA, a ``torch.compile``d version of it."""
+    synthesis = G.synthesis
+    if compile and module_device(G).type == "cuda":
+        return torch.compile(synthesis, dynamic=False)
+    return synthesis
+
+
+def synthesize(synthesis: Callable[..., torch.Tensor], ws: torch.Tensor, *, noise_mode: str,
+               noise: Mapping[str, torch.Tensor] | None = None, fused_modconv: bool = True) -> torch.Tensor:
+    """Returns ``synthesis(ws)`` as float32, passing ``noise`` only when there is some (StyleGAN3 has none)."""
+    kwargs: dict[str, Any] = {"noise_mode": noise_mode}
+    if noise:
+        kwargs["noise"] = noise
+    if not fused_modconv:
+        kwargs["fused_modconv"] = False
+    return synthesis(ws, **kwargs).to(torch.float32)
+
+
+def noise_buffers(G: nn.Module) -> dict[str, torch.Tensor]:
+    """Returns ``{name: noise_const}`` of ``G.synthesis`` ({} for generators without noise inputs)."""
+    getter = getattr(G.synthesis, "noise_buffers", None)
+    return dict(getter()) if getter is not None else {}
+
+
+def preview(images: torch.Tensor) -> torch.Tensor:
+    """Returns a cheap detached preview ``[1, 3, H, W]`` in [-1, 1] of the first image."""
+    return images[:1].detach().to(torch.float32).clamp(-1, 1).cpu()

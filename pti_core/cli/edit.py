@@ -1,0 +1,255 @@
+"""``python -m pti_core edit``: the main job. Align (optional), invert, pivotal-tune, edit, save.
+
+Writes into ``--out``: ``input.png`` (the aligned / centre-cropped target), ``inversion.png``,
+``pti.png`` (the tuned generator's reconstruction), ``edit_*.png`` (tuned generator) with
+``edit_*_inversion.png`` (original generator, for comparison), ``tuned_generator.safetensors``,
+``pivot.safetensors``, ``metrics.json`` and ``config.json``.
+
+With no ``--model`` / ``--image`` it runs on the embedded default generator and photo
+(see :mod:`pti_core.defaults`), with short step counts so it finishes in about a minute on a
+laptop CPU; the paper's step counts (450 + 350) stay the library defaults and apply whenever
+``--model`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+DEMO_INVERSION_STEPS = 100
+DEMO_TUNING_STEPS = 100
+PERCEPTUAL_CHOICES = ("auto", "lpips-vgg", "lpips-alex", "stlpips-alex", "random-alex", "random-vgg")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the ``edit`` arguments to ``parser``."""
+    parser.add_argument("--model", default=None, help="generator file (.pkl, .pt, .safetensors); "
+                        "default: the embedded demo generator")
+    parser.add_argument("--image", default=None, help="photo to edit; default: scikit-image's astronaut")
+    parser.add_argument("--out", required=True, help="output folder (created; existing files need --force)")
+    parser.add_argument("--direction", action="append", default=[], metavar="FILE",
+                        help="editing direction file (repeatable); default: the generator's first SeFa component")
+    parser.add_argument("--strength", action="append", type=float, default=[], metavar="S",
+                        help="edit strength (repeatable; one per --direction, or one for all); default -3 and +3")
+    parser.add_argument("--align", action="store_true", help="FFHQ-align the face first (needs the align extra)")
+    parser.add_argument("--space", choices=("w", "w+"), default="w", help="pivot latent space (PTI: w)")
+    parser.add_argument("--inversion-steps", type=int, default=None, help="default 450 (demo: 100)")
+    parser.add_argument("--tuning-steps", type=int, default=None, help="default 350 (demo: 100)")
+    parser.add_argument("--locality", action="store_true", help="locality regularisation while tuning")
+    parser.add_argument("--perceptual", choices=PERCEPTUAL_CHOICES, default="auto",
+                        help="perceptual backbone; auto = LPIPS-VGG (inversion) / LPIPS-AlexNet (tuning) when "
+                             "torchvision's files are cached, else the bundled ST-LPIPS AlexNet")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="autocast precision of the loops")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the generator (CUDA)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the optimisation noise")
+    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _perceptual(choice: str, role: str) -> tuple[str, str | None]:
+    """Returns (kind, note) for ``--perceptual`` and a role ("invert" / "tune" / "metric")."""
+    from ..errors import MissingFileError
+    from ..losses import backbone_file
+
+    if choice != "auto":
+        return choice, None
+    trunk = "vgg" if role == "invert" else "alex"
+    try:
+        backbone_file(trunk)
+        return f"lpips-{trunk}", None
+    except MissingFileError as error:
+        return "stlpips-alex", f"{error}; using the bundled ST-LPIPS AlexNet instead"
+
+
+class _Bar:
+    """Terminal progress: tqdm when installed, else a plain line every 10 %."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+        self.phase = None
+
+    def __call__(self, step: int, total: int, phase: str, preview) -> None:
+        if self.quiet:
+            return
+        if phase != self.phase:
+            self.close()
+            self.phase = phase
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, desc=phase, unit="step", leave=True, file=sys.stderr)
+            except ImportError:
+                self.bar = None
+            self.done = 0
+        if self.bar is not None:
+            self.bar.update(step - self.done)
+        elif step == total or step % max(1, total // 10) == 0:
+            print(f"{phase}: {step}/{total}", file=sys.stderr, flush=True)
+        self.done = step
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _save_pivot(ws, path: Path, *, space: str, force: bool) -> None:
+    from safetensors.torch import save_file
+
+    from ..errors import OutputExistsError
+
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path}: already exists; pass --force to overwrite")
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({"ws": ws.detach().cpu().contiguous()}, str(tmp),
+              metadata={"format": "pti_core.latent", "space": space, "num_ws": str(ws.shape[1]),
+                        "w_dim": str(ws.shape[2])})
+    os.replace(tmp, path)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:40] or "direction"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the main job; returns 0."""
+    import torch
+
+    from .. import defaults
+    from ..errors import ConfigError, OutputExistsError
+    from ..imageio import load_image, prepare_target, save_image
+    from ..invert import InversionConfig, invert
+    from ..metrics import lpips_distance, mse, psnr
+    from ..tune import Locality, TuningConfig, pivotal_tune
+
+    started = time.time()
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; pass a folder")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise OutputExistsError(f"{out} is not empty; pass --force to overwrite its files, or choose another --out")
+    device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    demo = args.model is None
+    if demo:
+        G, description = defaults.default_generator()
+        _say(f"no --model given: using the {description}. Real edits need a real face model, such as "
+             f"NVIDIA's FFHQ StyleGAN2 ({defaults.FFHQ_URL}): pass it with --model ffhq.pkl")
+    else:
+        from ..generators.checkpoints import load_generator
+
+        G, description = load_generator(args.model), str(args.model)
+    G = G.to(device).eval()
+    if args.image is None:
+        photo = defaults.default_photo()
+        _say("no --image given: using scikit-image's astronaut photo (public domain)")
+    else:
+        photo = load_image(args.image)
+
+    if args.align:
+        from ..align import align_face
+
+        aligned = align_face(photo, output_size=G.img_resolution, name=args.image or "astronaut")
+        target = aligned.image
+    else:
+        target = photo  # centre crop + antialiased resize in prepare_target
+    target = prepare_target(target, G.img_resolution)  # [1, 3, R, R]
+
+    inversion_steps = args.inversion_steps or (DEMO_INVERSION_STEPS if demo else InversionConfig.steps)
+    tuning_steps = args.tuning_steps or (DEMO_TUNING_STEPS if demo else TuningConfig.steps)
+    invert_kind, note = _perceptual(args.perceptual, "invert")
+    tune_kind, note2 = _perceptual(args.perceptual, "tune")
+    for message in {note, note2} - {None}:
+        _say(f"note: {message}")
+    inversion_config = InversionConfig(space=args.space, steps=inversion_steps, perceptual=invert_kind,
+                                       seed=args.seed, precision=args.precision, compile=args.compile)
+    tuning_config = TuningConfig(steps=tuning_steps, perceptual=tune_kind, seed=args.seed,
+                                 locality=Locality() if args.locality else None,
+                                 precision=args.precision, compile=args.compile)
+
+    # directions (edits with the tuned generator)
+    strengths = args.strength or [-3.0, 3.0]
+    edits = []
+    from ..directions import apply_directions, load_direction, sefa
+
+    if args.direction:
+        if len(args.strength) not in (0, 1, len(args.direction)):
+            raise ConfigError(f"{len(args.direction)} --direction and {len(args.strength)} --strength; "
+                              "give one strength per direction, or one for all")
+        for index, path in enumerate(args.direction):
+            direction = load_direction(path, G=G)
+            chosen = strengths if len(args.strength) != len(args.direction) else [args.strength[index]]
+            for s in chosen:
+                edits.append((_slug(direction.name or Path(path).stem), direction, s))
+    else:
+        direction = sefa(G, num_components=1).component(0)
+        for s in strengths:
+            edits.append(("sefa0", direction, s))
+
+    bar = _Bar(args.quiet)
+    out.mkdir(parents=True, exist_ok=True)
+    save_image(target, out / "input.png")
+    t0 = time.time()
+    inversion = invert(G, target.to(device), config=inversion_config, progress=bar)
+    t1 = time.time()
+    tuned = pivotal_tune(G, target.to(device), inversion.ws.to(device), config=tuning_config, progress=bar)
+    t2 = time.time()
+    bar.close()
+    G_tuned = tuned.generator
+    ws = inversion.ws.to(device)
+    with torch.no_grad():
+        reconstruction = G_tuned.synthesis(ws, noise_mode="const").clamp(-1, 1).cpu()
+    save_image(inversion.image, out / "inversion.png")
+    save_image(reconstruction, out / "pti.png")
+    written_edits = []
+    for name, direction, strength in edits:
+        edited_ws = apply_directions(inversion.ws, [(direction, strength)]).to(device)
+        with torch.no_grad():
+            edited = G_tuned.synthesis(edited_ws, noise_mode="const").clamp(-1, 1).cpu()
+            edited_original = G.synthesis(edited_ws, noise_mode="const").clamp(-1, 1).cpu()
+        stem = f"edit_{name}_{strength:+g}"
+        save_image(edited, out / f"{stem}.png")
+        save_image(edited_original, out / f"{stem}_inversion.png")
+        written_edits.append({"name": name, "strength": strength, "file": f"{stem}.png",
+                              "source": direction.source})
+
+    from ..generators.checkpoints import save_generator
+
+    save_generator(G_tuned, out / "tuned_generator.safetensors", force=True,
+                   metadata={"pti_tuned_from": description, "pti_tuning_config": tuning_config.to_dict()})
+    _save_pivot(inversion.ws, out / "pivot.safetensors", space=args.space, force=True)
+
+    metric_kind, _ = _perceptual(args.perceptual, "metric")
+    target_cpu = target.cpu()
+    metrics = {"lpips_net": metric_kind}
+    for label, image in (("inversion", inversion.image), ("pti", reconstruction)):
+        metrics[label] = {"mse": float(mse(image, target_cpu)[0]), "psnr": float(psnr(image, target_cpu)[0]),
+                          "lpips": float(lpips_distance(image, target_cpu, net=metric_kind)[0])}
+    metrics.update({"inversion_seconds": round(t1 - t0, 3), "tuning_seconds": round(t2 - t1, 3),
+                    "total_seconds": round(time.time() - started, 3), "tuning_steps_run": tuned.steps_run[0],
+                    "device": str(device)})
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    config = {"generator": description, "image": args.image or "skimage.data.astronaut", "align": args.align,
+              "demo": demo, "inversion": inversion_config.to_dict(), "tuning": tuning_config.to_dict(),
+              "edits": written_edits}
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    _say(f"inversion MSE {metrics['inversion']['mse']:.4f} LPIPS {metrics['inversion']['lpips']:.4f} -> "
+         f"PTI MSE {metrics['pti']['mse']:.4f} LPIPS {metrics['pti']['lpips']:.4f} ({metric_kind})")
+    _say(f"wrote {out}/: input.png inversion.png pti.png {len(written_edits) * 2} edit images "
+         f"tuned_generator.safetensors pivot.safetensors metrics.json config.json "
+         f"in {metrics['total_seconds']:.1f} s")
+    if demo:
+        _say("this was the embedded demo; for real face edits run: python -m pti_core edit --model ffhq.pkl "
+             "--image photo.jpg --align --direction age.pt --out pti_out/me")
+    return 0

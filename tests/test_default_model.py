@@ -1,0 +1,137 @@
+"""The embedded 64 px face model (distilled from the DCGAN teacher) and its companions.
+
+These run on the shipped files (small: a 64 px StyleGAN2 of a few MB), with few samples and
+short PTI runs, so they stay fast on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from helpers import realworld
+from pti_core import distill as D
+from pti_core import labels as L
+from pti_core.align import FFHQ_TEMPLATE, FaceTemplate
+
+MB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def G():
+    from pti_core.generators.checkpoints import load_generator
+
+    return load_generator(D.DEFAULT_MODEL_PATH)
+
+
+@pytest.fixture(scope="module")
+def assets():
+    return D.model_assets()
+
+
+# ----------------------------------------------------------------------------- labellers (no dlib)
+
+def _face(nose_x: float = 50.0, mouth_gap: float = 0.0) -> np.ndarray:
+    """A synthetic 68-point face: jaw ends at x=20 and x=80, mouth 48-54 from x=40 to x=60."""
+    p = np.zeros((68, 2))
+    p[0], p[16], p[30] = (20, 50), (80, 50), (nose_x, 55)
+    p[48], p[54] = (40, 75), (60, 75)
+    for top, bottom in ((61, 67), (62, 66), (63, 65)):
+        p[top], p[bottom] = (50, 75 - mouth_gap / 2), (50, 75 + mouth_gap / 2)
+    return p
+
+
+def test_labellers_on_synthetic_landmarks():
+    faces = np.stack([_face(35), _face(50), _face(65)])
+    np.testing.assert_allclose(L.yaw_from_landmarks(faces), [-0.5, 0.0, 0.5])
+    gaps = np.stack([_face(mouth_gap=g) for g in (0.0, 4.0, 10.0)])
+    np.testing.assert_allclose(L.mouth_open_from_landmarks(gaps), [0.0, 0.2, 0.5])
+    with pytest.raises(Exception, match="unknown labeller"):
+        L.label_images(torch.zeros(1, 3, 8, 8), "smile")
+
+
+# ----------------------------------------------------------------------------- the file
+
+def test_shipped_file_is_small_safetensors_with_template(G):
+    path = D.DEFAULT_MODEL_PATH
+    assert path.stat().st_size <= 20 * MB
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["architecture"] == "stylegan2"
+    assert json.loads(metadata["init_kwargs"])["z_dim"] == 100
+    assert G.img_resolution == 64 and G.z_dim == 100
+    template = FaceTemplate.from_dict(json.loads(metadata[D.TEMPLATE_METADATA_KEY]))
+    side = json.loads(path.with_name(path.stem + ".template.json").read_text())
+    assert FaceTemplate.from_dict(side["template"]) == template == D.face_template_for(path)
+    # The teacher frames faces tighter than FFHQ: a smaller eye_scale (eyes further apart in the crop).
+    assert template.eye_scale < 0.9 * FFHQ_TEMPLATE.eye_scale
+
+
+def test_reproduces_teacher_on_held_out_z(G):
+    teacher = D.load_teacher("dcgan-faces")
+    trained = D.fidelity(G, teacher, n=16)
+    fresh = D.fidelity(D.build_student(D.DistillConfig(), z_dim=100, resolution=64), teacher, n=16)
+    assert trained["stlpips"] < 0.5 * fresh["stlpips"], (trained, fresh)
+    assert trained["mse"] < 0.25 * fresh["mse"], (trained, fresh)
+
+
+def test_dlib_finds_faces_in_most_samples(G):
+    z = torch.randn(16, 100, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        images = G.synthesis(G.mapping(z), noise_mode="const").clamp(-1, 1)
+    marks = L.landmarks_68(images)
+    assert marks.detected.mean() >= 0.6, marks.detected
+
+
+def test_directions_ship_and_fit(G, assets):
+    assert set(assets.direction_paths) == set(D.DIRECTION_NAMES)
+    for name, direction in assets.directions.items():
+        direction.check_fits(G)
+        assert direction.w_dim == G.w_dim, name
+
+
+# ----------------------------------------------------------------------------- PTI on a real photo
+
+@pytest.fixture(scope="module")
+def tuned_photo(G, assets):
+    from pti_core.align import align_face
+    from pti_core.invert import InversionConfig, invert
+    from pti_core.tune import TuningConfig, pivotal_tune
+
+    aligned = align_face(realworld("photos", "astronaut.png"), output_size=64, template=assets.template)
+    target = aligned.image.clamp(-1, 1)
+    pivot = invert(G, target, config=InversionConfig(perceptual="stlpips-alex", steps=150))
+    tuned = pivotal_tune(G, target, pivot.ws, config=TuningConfig(perceptual="stlpips-alex", steps=100,
+                                                                  lpips_threshold=0.0))
+    return target, pivot, tuned
+
+
+def test_pti_halves_the_pivot_distance(G, tuned_photo):
+    from pti_core.losses import perceptual_model
+
+    target, pivot, tuned = tuned_photo
+    distance = perceptual_model("stlpips-alex")
+    with torch.no_grad():
+        d_pivot = float(distance(pivot.image.clamp(-1, 1), target))
+        d_tuned = float(distance(tuned.generator.synthesis(pivot.ws, noise_mode="const").clamp(-1, 1), target))
+    assert d_tuned <= 0.5 * d_pivot, (d_pivot, d_tuned)
+
+
+@pytest.mark.parametrize("name", ["yaw", "mouth_open"])
+def test_edit_sweep_on_tuned_photo_is_monotonic(tuned_photo, assets, name):
+    from pti_core.directions import apply_directions
+
+    _, pivot, tuned = tuned_photo
+    direction = assets.directions[name]
+    strengths = [-3.0, -1.5, 0.0, 1.5, 3.0]
+    with torch.no_grad():
+        images = torch.cat([tuned.generator.synthesis(apply_directions(pivot.ws, [(direction, s)]),
+                                                      noise_mode="const") for s in strengths]).clamp(-1, 1)
+    values, _ = L.label_images(images, name)
+    steps = values[1:] - values[:-1]
+    assert bool((steps > 0).all()), values.tolist()
+    assert float(values[-1] - values[0]) > 0.1, values.tolist()
