@@ -3,8 +3,10 @@
 Usage: ``python bench/pti.py [--sizes 64 256] [--steps 8] [--ttq-inversion 60 --ttq-tuning 120]
 [--threads 2] [--device cpu|cuda]``
 
-For each generator (64 px: the sg2ada_small config; 256 px: FFHQ-like ``skip`` config with
-channels <= 128; 1024 px: FFHQ config-f, CUDA only), seeded random weights:
+For each generator (64 px: the sg2ada_small layout, channels 128..64, 8 mapping layers; 256 px:
+FFHQ-like ``skip`` config, w 512, channel_base 16384 capped at 128, i.e. 128 channels up to
+128 px and 64 at 256 px, as stylegan2-ada's ``paper256`` with channel_max 128; 1024 px: FFHQ
+config-f, CUDA only), seeded random weights:
 
 * per-step time of inversion (perceptual trunk VGG16, as LPIPS-VGG) and tuning (AlexNet, as
   LPIPS-alex), median over steps after a warm-up, for two settings measured in the same run:
@@ -37,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from pti_core.generators.stylegan2 import Generator  # noqa: E402
 from pti_core.imageio import load_image, prepare_target  # noqa: E402
-from pti_core.invert import InversionConfig, invert  # noqa: E402
+from pti_core.inversion import InversionConfig, invert  # noqa: E402
 from pti_core.metrics import lpips_distance, mse  # noqa: E402
 from pti_core.tune import TuningConfig, pivotal_tune  # noqa: E402
 
@@ -48,7 +50,7 @@ CONFIGS = {
          "synthesis_kwargs": {"channel_base": 4096, "channel_max": 128, "architecture": "skip", "conv_clamp": 256}},
     256: {"z_dim": 512, "w_dim": 512, "img_resolution": 256, "img_channels": 3, "c_dim": 0,
           "mapping_kwargs": {"num_layers": 8},
-          "synthesis_kwargs": {"channel_base": 32768, "channel_max": 128, "architecture": "skip", "conv_clamp": 256}},
+          "synthesis_kwargs": {"channel_base": 16384, "channel_max": 128, "architecture": "skip", "conv_clamp": 256}},
     1024: {"z_dim": 512, "w_dim": 512, "img_resolution": 1024, "img_channels": 3, "c_dim": 0,
            "mapping_kwargs": {"num_layers": 8},
            "synthesis_kwargs": {"channel_base": 32768, "channel_max": 512, "architecture": "skip", "conv_clamp": 256}},
@@ -90,13 +92,13 @@ class Clock:
         return statistics.median(gaps)
 
 
-def per_step(G, target, steps: int, opts: dict) -> tuple[float, float]:
+def per_step(G, target, steps: int, opts: dict, mode: str = "per-image") -> tuple[float, float]:
     inv_clock, tune_clock = Clock(), Clock()
     inversion = invert(G, target, config=InversionConfig(steps=steps + 3, perceptual="random-vgg", preview_every=0,
                                                          w_avg_samples=200, **opts), progress=inv_clock)
     pivotal_tune(G, target, inversion.ws.to(target.device),
                  config=TuningConfig(steps=steps + 3, perceptual="random-alex", lpips_threshold=0.0,
-                                     preview_every=0, **opts), progress=tune_clock)
+                                     preview_every=0, mode=mode, **opts), progress=tune_clock)
     return inv_clock.per_step(), tune_clock.per_step()
 
 
@@ -114,7 +116,7 @@ def time_to_quality(G, target, inversion_steps: int, tuning_steps: int, opts: di
     return elapsed, clock.mses, inverted - start
 
 
-def quality(steps_inversion: int, steps_tuning: int) -> dict:
+def quality(steps_inversion: int, steps_tuning: int, lpips_threshold: float = 0.06) -> dict:
     """Paper-default run on sg2ada_tiny + astronaut, measured with ST-LPIPS (trained, offline)."""
     from safetensors.torch import load_file
 
@@ -127,11 +129,13 @@ def quality(steps_inversion: int, steps_tuning: int) -> dict:
                                                          preview_every=0))
     t1 = time.perf_counter()
     tuned = pivotal_tune(G, target, inversion.ws,
-                         config=TuningConfig(steps=steps_tuning, perceptual="stlpips-alex", preview_every=0))
+                         config=TuningConfig(steps=steps_tuning, perceptual="stlpips-alex", preview_every=0,
+                                             lpips_threshold=lpips_threshold))
     t2 = time.perf_counter()
     with torch.no_grad():
         recon = tuned.generator.synthesis(inversion.ws).clamp(-1, 1)
-    out = {"inversion_steps": steps_inversion, "tuning_steps": steps_tuning, "tuning_steps_run": tuned.steps_run[0],
+    out = {"inversion_steps": steps_inversion, "tuning_steps": steps_tuning, "lpips_threshold": lpips_threshold,
+           "tuning_steps_run": tuned.steps_run[0],
            "inversion_s": round(t1 - t0, 1), "tuning_s": round(t2 - t1, 1)}
     for label, image in (("inversion", inversion.image), ("pti", recon)):
         out[f"{label}_mse"] = round(float(mse(image, target)[0]), 4)
@@ -152,6 +156,7 @@ def main() -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quality", action="store_true", help="also the paper-default quality run (sg2ada_tiny)")
     parser.add_argument("--skip-ttq", action="store_true")
+    parser.add_argument("--batch", type=int, default=4, help="also time the fast path on this many images at once")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -175,6 +180,11 @@ def main() -> int:
         print(f"| naive (fp32, fused modconv, NCHW) | {ni:.4f} | {nt:.4f} |")
         print(f"| fast ({', '.join(f'{k}={v}' for k, v in modes['fast'].items())}) | {fi:.4f} | {ft:.4f} |")
         print(f"| ratio naive/fast | {ni / fi:.2f}x | {nt / ft:.2f}x |")
+        if args.batch > 1:
+            images = torch.cat([target, target.flip(3), target.flip(2), -target] * args.batch)[:args.batch]
+            bi, bt = per_step(G, images, args.steps, modes["fast"], mode="shared")
+            print(f"| fast, batch {args.batch} (inversion; shared tuning), per image | {bi / args.batch:.4f} | "
+                  f"{bt / args.batch:.4f} |")
         if size in REFERENCE and device.type == "cpu":
             ri, rt_ = REFERENCE[size]
             print(f"| reference PTI code (issue figure) | {ri:.3f} | {rt_:.3f} |")
@@ -199,6 +209,7 @@ def main() -> int:
     if args.quality:
         print("\n## paper defaults on sg2ada_tiny + astronaut (ST-LPIPS as metric and loss)")
         print(json.dumps(quality(450, 350)))
+        print(json.dumps(quality(450, 350, lpips_threshold=0.0)))  # no early stop: all 350 steps
     return 0
 
 

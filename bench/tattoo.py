@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     from pti_core.directions import apply_directions
     from pti_core.generators.checkpoints import load_generator
     from pti_core.imageio import nchw_to_pil
-    from pti_core.invert import InversionConfig, invert
+    from pti_core.inversion import InversionConfig, invert
     from pti_core.losses import perceptual_model
     from pti_core.tune import TuningConfig, pivotal_tune
 

@@ -188,8 +188,10 @@ class PTI_SaveLatent:
 
     def execute(self, latent, filename_prefix):
         try:
-            latent = make_latent(latent.get("ws") if isinstance(latent, dict) else latent,
-                                 latent.get("space", "w+") if isinstance(latent, dict) else "w+")
+            if not isinstance(latent, dict):
+                raise _common.core().errors.LatentError(
+                    f"expected a STYLEGAN_LATENT, got {type(latent).__name__}")
+            latent = make_latent(latent.get("ws"), latent.get("space", "w+"))
             folder = _output_folder()
             path = write_latent(latent, next_free_path(folder, filename_prefix, ".safetensors"))
         except _common.core().errors.PTIError as error:

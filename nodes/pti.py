@@ -34,8 +34,7 @@ def _targets(image, name: str = "images"):
 def _core_module(name: str):
     """Returns submodule ``name`` of the pack's pti_core.
 
-    ``pti_core.invert`` is ambiguous (the function and its submodule share the name; importing the
-    submodule rebinds the package attribute), so the nodes reach functions through their modules.
+    The nodes reach library functions through their modules (``inversion``, ``tune``).
     """
     from importlib import import_module  # noqa: PLC0415
     return import_module(f"{_common.core().__name__}.{name}")
@@ -112,7 +111,7 @@ class PTI_Invert:
                         f"init_latent has {init_ws.shape[0]} latents for {images.shape[0]} images; "
                         "give one latent or one per image")
                 init_ws = init_ws.to(_generator_device(G))
-            inversion = _core_module("invert")
+            inversion = _core_module("inversion")
             config = inversion.InversionConfig(space=space, steps=int(steps), lr=float(learning_rate),
                                               seed=int(seed), perceptual=perceptual,
                                               preview_every=PREVIEW_EVERY)

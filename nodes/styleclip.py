@@ -1,4 +1,5 @@
-"""StyleCLIP nodes: load a CLIP model and turn a sentence into a StyleSpace editing direction.
+"""StyleCLIP nodes: load a CLIP model, turn a sentence into a StyleSpace editing direction (global
+directions), or edit a latent with a published per-prompt latent mapper.
 
 ``PTI_CLIP`` is a ``pti_core.clip_models.ClipModel`` (open_clip CLIP, both towers). It is not
 ComfyUI's ``CLIP`` type: that one wraps a diffusion model's text encoder, which has no image
@@ -8,8 +9,11 @@ tower and cannot measure how an image changes. Put an OpenAI / open_clip checkpo
 ``ViT-B-32.pt``.
 
 StyleCLIP statistics files live in ``models/stylegan_directions``: the pack's own
-(``styleclip_*.safetensors`` from ``python -m pti_core styleclip-stats``) or StyleCLIP's published
-``fs3.npy`` with ``S_mean_std`` in the same folder.
+(``styleclip_*.safetensors`` from ``python -m pti_core styleclip-stats``, or computed by the node
+into ``styleclip_cache/``) or StyleCLIP's published ``fs3.npy`` (``S_mean_std`` beside it is
+optional). Mapper checkpoints go in ``models/stylegan_directions/styleclip_mappers/``.
+The direction output is a ``pti_core.directions.Direction`` with ``space == "s"``; Apply Direction
+renders it through ``pti_core.styleclip.apply_style_edits``.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ Public API (see each function's docstring):
 * ``pivotal_tune``: fine-tune the generator around the pivot.
 * ``load_direction``, ``apply_directions``, ``sefa``, ``ganspace``: latent editing.
 * ``align_face``, ``paste_back``: FFHQ alignment and paste-back into the photo.
+* ``styleclip``, ``load_clip``: text-driven StyleSpace directions (StyleCLIP) and latent mappers.
 * ``metrics``: MSE, PSNR, LPIPS, identity distance.
 """
 
@@ -30,9 +31,9 @@ _EXPORTS = {
     "inspect_checkpoint": ".generators.checkpoints",
     "read_checkpoint": ".generators.checkpoints",
     "CheckpointInfo": ".generators.checkpoints",
-    "invert": ".invert",
-    "InversionConfig": ".invert",
-    "Inversion": ".invert",
+    "invert": ".inversion",
+    "InversionConfig": ".inversion",
+    "Inversion": ".inversion",
     "pivotal_tune": ".tune",
     "TuningConfig": ".tune",
     "Locality": ".tune",

@@ -1,6 +1,6 @@
 """Shared plumbing of the optimisation loops: devices, precision, compile, synthesis calls.
 
-Private to pti_core (used by :mod:`.invert` and :mod:`.tune`).
+Private to pti_core (used by :mod:`.inversion` and :mod:`.tune`).
 """
 
 from __future__ import annotations

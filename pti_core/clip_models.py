@@ -352,7 +352,14 @@ def load_clip(path: str | Path, *, architecture: str = "auto", device: torch.dev
         if architecture not in open_clip.list_models():
             raise ConfigError(f"unknown CLIP architecture {architecture!r}; use one of open_clip.list_models(), "
                               f"e.g. ViT-B-32-quickgelu")
-        model = open_clip.create_model(architecture, pretrained=None, load_weights=False)
+        try:
+            model = open_clip.create_model(architecture, pretrained=None, load_weights=False)
+        except (ImportError, RuntimeError) as error:
+            raise ConfigError(f"cannot build CLIP architecture {architecture!r} ({error}); use an OpenAI-architecture "
+                              f"CLIP such as ViT-B-32-quickgelu") from error
+        if type(model) is not open_clip.CLIP:
+            raise ConfigError(f"{architecture!r} is a {type(model).__name__}, not a plain CLIP (its text tower needs "
+                              f"another tokenizer); use an OpenAI-architecture CLIP such as ViT-B-32-quickgelu")
         image_mean = tuple(model.visual.preprocess_cfg.get("mean", OPENAI_MEAN)) \
             if hasattr(model.visual, "preprocess_cfg") else OPENAI_MEAN
         image_std = tuple(model.visual.preprocess_cfg.get("std", OPENAI_STD)) \

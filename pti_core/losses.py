@@ -11,7 +11,8 @@ Perceptual backbones (``kind``):
 * ``"random-alex"`` / ``"random-vgg"``: LPIPS heads on a seeded random trunk; no files needed,
   for fast tests only (not a meaningful perceptual metric).
 
-The ImageNet trunks are read from torchvision's cache (``$TORCH_HOME/hub/checkpoints``); when a
+The trunks are built here (features only: no classifier is ever allocated); the trained LPIPS
+heads come from the ``lpips`` package's files. The ImageNet trunks are read from torchvision's cache (``$TORCH_HOME/hub/checkpoints``); when a
 file is missing a :class:`MissingFileError` names it, the folder and the download URL. Nothing
 is ever downloaded here. Loaded models are cached per ``(kind, device)`` in-process.
 """
@@ -60,26 +61,6 @@ def backbone_file(trunk: str) -> Path:
     return path
 
 
-def _import_lpips():
-    try:
-        import lpips  # noqa: PLC0415
-    except ImportError as error:  # pragma: no cover - lpips is a hard requirement of the pack
-        raise DependencyError(f"the 'lpips' package is needed for perceptual losses ({error}); "
-                              "pip install lpips") from None
-    return lpips
-
-
-def _stlpips_weights(name: str) -> Path:
-    spec = importlib.util.find_spec("stlpips_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        raise DependencyError("perceptual='stlpips-alex' needs the stlpips-pytorch wheel; "
-                              "pip install --no-deps stlpips-pytorch")
-    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / "vST0.0" / name
-    if not path.is_file():
-        raise MissingFileError(f"ST-LPIPS weights {name} not found in {path.parent}; reinstall stlpips-pytorch")
-    return path
-
-
 class BlurDownsample(nn.Module):
     """Anti-aliased stride-2 downsampling: reflection pad 2, depthwise [1, 2, 1]^2 / 16 blur (BlurPool)."""
 
@@ -94,35 +75,66 @@ class BlurDownsample(nn.Module):
         return F.conv2d(x, self.filt, stride=2, groups=x.shape[1])
 
 
-class ShiftTolerantAlexNet(nn.Module):
-    """ST-LPIPS AlexNet trunk (stride-1 first conv, BlurPool downsampling); five ReLU outputs.
+class SliceTrunk(nn.Module):
+    """A feature network cut into five slices; returns the five slice outputs (LPIPS' taps).
 
-    Module indices follow the published state dict (``slice1.0``, ``slice1.1.filt``, ...).
+    Module names are the layer indices of the published networks (torchvision's
+    ``features.{i}``, ST-LPIPS' ``slice{k}.{i}``), so their state dicts load by name.
     """
 
-    def __init__(self):
+    def __init__(self, layers: Sequence[nn.Module], bounds: Sequence[tuple[int, int]]):
         super().__init__()
-        relu = lambda: nn.ReLU(inplace=False)  # noqa: E731
-        layers = [
-            nn.Conv2d(3, 64, 11, stride=1, padding=2), BlurDownsample(64), relu(),          # 0-2
-            nn.MaxPool2d(3, stride=1), BlurDownsample(64), nn.Conv2d(64, 192, 5, padding=2), relu(),  # 3-6
-            nn.MaxPool2d(3, stride=1), BlurDownsample(192), nn.Conv2d(192, 384, 3, padding=1), relu(),  # 7-10
-            nn.Conv2d(384, 256, 3, padding=1), relu(),                                      # 11-12
-            nn.Conv2d(256, 256, 3, padding=1), relu(),                                      # 13-14
-        ]
-        bounds = [(0, 3), (3, 7), (7, 11), (11, 13), (13, 15)]
         for k, (start, stop) in enumerate(bounds, 1):
             block = nn.Sequential()
             for idx in range(start, stop):
                 block.add_module(str(idx), layers[idx])
             setattr(self, f"slice{k}", block)
+        self.num_slices = len(bounds)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = []
-        for k in range(1, 6):
+        for k in range(1, self.num_slices + 1):
             x = getattr(self, f"slice{k}")(x)
             outs.append(x)
         return outs
+
+
+def _relu() -> nn.Module:
+    return nn.ReLU(inplace=False)
+
+
+def vgg16_trunk() -> SliceTrunk:
+    """Returns VGG16's convolutional features (torchvision layout) cut at relu1_2 ... relu5_3."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for item in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512):
+        if item == "M":
+            layers.append(nn.MaxPool2d(2, stride=2))
+        else:
+            layers += [nn.Conv2d(channels, item, 3, padding=1), _relu()]
+            channels = item
+    return SliceTrunk(layers, [(0, 4), (4, 9), (9, 16), (16, 23), (23, 30)])
+
+
+def alexnet_trunk() -> SliceTrunk:
+    """Returns AlexNet's convolutional features (torchvision layout) cut at relu1 ... relu5."""
+    layers = [nn.Conv2d(3, 64, 11, stride=4, padding=2), _relu(), nn.MaxPool2d(3, stride=2),
+              nn.Conv2d(64, 192, 5, padding=2), _relu(), nn.MaxPool2d(3, stride=2),
+              nn.Conv2d(192, 384, 3, padding=1), _relu(), nn.Conv2d(384, 256, 3, padding=1), _relu(),
+              nn.Conv2d(256, 256, 3, padding=1), _relu()]
+    return SliceTrunk(layers, [(0, 2), (2, 5), (5, 8), (8, 10), (10, 12)])
+
+
+def shift_tolerant_alexnet_trunk() -> SliceTrunk:
+    """Returns ST-LPIPS' AlexNet (stride-1 first conv, BlurPool downsampling), published layout."""
+    layers = [nn.Conv2d(3, 64, 11, stride=1, padding=2), BlurDownsample(64), _relu(),
+              nn.MaxPool2d(3, stride=1), BlurDownsample(64), nn.Conv2d(64, 192, 5, padding=2), _relu(),
+              nn.MaxPool2d(3, stride=1), BlurDownsample(192), nn.Conv2d(192, 384, 3, padding=1), _relu(),
+              nn.Conv2d(384, 256, 3, padding=1), _relu(), nn.Conv2d(256, 256, 3, padding=1), _relu()]
+    return SliceTrunk(layers, [(0, 3), (3, 7), (7, 11), (11, 13), (13, 15)])
+
+
+TRUNK_CHANNELS = {"alex": [64, 192, 384, 256, 256], "vgg": [64, 128, 256, 512, 512]}
 
 
 class LPIPSModel(nn.Module):
@@ -193,58 +205,54 @@ def _load_state(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _package_file(package: str, *parts: str, hint: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DependencyError(f"the perceptual loss needs the {package} package; {hint}")
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+    if not path.is_file():
+        raise MissingFileError(f"{path.name} not found in {path.parent}; reinstall {package} ({hint})")
+    return path
+
+
+def lpips_head_weights(trunk: str) -> dict[str, torch.Tensor]:
+    """Returns the trained LPIPS v0.1 linear heads for ``trunk`` from the installed ``lpips`` package."""
+    return _load_state(_package_file("lpips", "weights", "v0.1", f"{trunk}.pth", hint="pip install lpips"))
+
+
 def _build(kind: str) -> LPIPSModel:
     if kind not in PERCEPTUAL_KINDS:
         raise ConfigError(f"unknown perceptual backbone {kind!r}; choose one of {', '.join(PERCEPTUAL_KINDS)}")
-    default_shift = torch.tensor([-0.030, -0.088, -0.188])
-    default_scale = torch.tensor([0.458, 0.448, 0.450])
     if kind == "stlpips-alex":
-        state = _load_state(_stlpips_weights("alex_shift_tolerant.pth"))
-        trunk = ShiftTolerantAlexNet()
+        state = _load_state(_package_file("stlpips_pytorch", "weights", "vST0.0", "alex_shift_tolerant.pth",
+                                          hint="pip install --no-deps stlpips-pytorch"))
+        trunk = shift_tolerant_alexnet_trunk()
         trunk.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}, strict=True)
-        lins = _lin_layers([64, 192, 384, 256, 256], state)
+        lins = _lin_layers(TRUNK_CHANNELS["alex"], state)
         return LPIPSModel(kind, trunk, lins, state["scaling_layer.shift"], state["scaling_layer.scale"])
-    trunk_name = "vgg" if kind.endswith("vgg") else "alex"
-    backbone = None if kind.startswith("random") else backbone_file(trunk_name)  # raise before lpips runs
-    lpips = _import_lpips()
-    import warnings  # noqa: PLC0415
-
-    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
-        warnings.simplefilter("ignore")
+    name = "vgg" if kind.endswith("vgg") else "alex"
+    backbone = None if kind.startswith("random") else backbone_file(name)  # raise before anything loads
+    heads = lpips_head_weights(name)
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # random trunks are reproducible
-        model = lpips.LPIPS(net=trunk_name, pretrained=True, pnet_rand=True, verbose=False)
+        trunk = vgg16_trunk() if name == "vgg" else alexnet_trunk()
     if backbone is not None:
         state = _load_state(backbone)
-        # torchvision names "features.{i}.*" -> lpips "slice{k}.{i}.*"
-        mapping = {}
-        for k in range(1, 6):
-            for idx in getattr(model.net, f"slice{k}")._modules:
-                mapping[idx] = f"slice{k}.{idx}"
+        # torchvision "features.{i}.*" -> "slice{k}.{i}.*"
+        where = {idx: f"slice{k}.{idx}" for k in range(1, 6) for idx in getattr(trunk, f"slice{k}")._modules}
         trunk_state = {}
         for key, value in state.items():
             if key.startswith("features."):
                 idx, rest = key[len("features."):].split(".", 1)
-                if idx in mapping:
-                    trunk_state[f"{mapping[idx]}.{rest}"] = value
-        missing, _ = model.net.load_state_dict(trunk_state, strict=False)
-        if missing:
-            raise MissingFileError(f"{backbone} does not hold the expected torchvision {trunk_name} weights "
-                                   f"(missing {missing[0]}); re-download {BACKBONE_FILES[trunk_name][1]}")
-    channels = list(model.chns)
-    lins = [nn.Conv2d(c, 1, 1, bias=False) for c in channels]
-    for lin, source in zip(lins, model.lins):
-        lin.weight.data.copy_(source.model[-1].weight.data)
-
-    class _Trunk(nn.Module):
-        def __init__(self, net: nn.Module):
-            super().__init__()
-            self.net = net
-
-        def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-            return list(self.net(x))
-
-    return LPIPSModel(kind, _Trunk(model.net), lins, default_shift, default_scale,
-                      min_size=32)
+                if idx in where:
+                    trunk_state[f"{where[idx]}.{rest}"] = value
+        try:
+            trunk.load_state_dict(trunk_state, strict=True)
+        except RuntimeError:
+            raise MissingFileError(f"{backbone} does not hold torchvision's {name} weights; "
+                                   f"re-download {BACKBONE_FILES[name][1]}") from None
+    return LPIPSModel(kind, trunk, _lin_layers(TRUNK_CHANNELS[name], heads),
+                      torch.tensor([-0.030, -0.088, -0.188]), torch.tensor([0.458, 0.448, 0.450]))
 
 
 def perceptual_model(kind: str, device: torch.device | str = "cpu", *, channels_last: bool = False) -> LPIPSModel:
@@ -289,4 +297,5 @@ def noise_regularization(noises: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 __all__ = ["PERCEPTUAL_KINDS", "BACKBONE_FILES", "LPIPSModel", "perceptual_model", "backbone_file",
-           "torch_checkpoint_dir", "noise_regularization"]
+           "torch_checkpoint_dir", "noise_regularization", "lpips_head_weights", "vgg16_trunk", "alexnet_trunk",
+           "shift_tolerant_alexnet_trunk"]

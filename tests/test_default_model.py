@@ -99,7 +99,7 @@ def test_directions_ship_and_fit(G, assets):
 @pytest.fixture(scope="module")
 def tuned_photo(G, assets):
     from pti_core.align import align_face
-    from pti_core.invert import InversionConfig, invert
+    from pti_core.inversion import InversionConfig, invert
     from pti_core.tune import TuningConfig, pivotal_tune
 
     aligned = align_face(realworld("photos", "astronaut.png"), output_size=64, template=assets.template)

@@ -86,8 +86,10 @@ def test_config_round_trip_and_validation(tmp_path):
         D.DistillConfig(teacher="biggan")
     with pytest.raises(ConfigError, match="loss weight"):
         D.DistillConfig(l1_weight=0, l2_weight=0, perceptual_weight=0)
-    assert D.learning_rate_at(D.DistillConfig(steps=100, lr_decay_fraction=0.5), 10) == 2e-3
-    assert D.learning_rate_at(D.DistillConfig(steps=100, lr_decay_fraction=0.5), 100) == pytest.approx(2e-4)
+    decaying = D.DistillConfig(steps=100, lr_decay_fraction=0.5, learning_rate=2e-3)
+    assert D.learning_rate_at(decaying, 10) == D.learning_rate_at(decaying, 50) == 2e-3
+    assert D.learning_rate_at(decaying, 75) == pytest.approx(1.1e-3)
+    assert D.learning_rate_at(decaying, 100) == pytest.approx(2e-4)
 
 
 def test_resume_guards(tmp_path):

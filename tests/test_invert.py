@@ -10,7 +10,7 @@ import torch
 
 from helpers import tiny_generator
 from pti_core.errors import Cancelled, ConfigError, ImageError, LatentError
-from pti_core.invert import Inversion, InversionConfig, invert, learning_rate, w_statistics
+from pti_core.inversion import Inversion, InversionConfig, invert, learning_rate, w_statistics
 
 
 

@@ -19,17 +19,30 @@ def _images(seed: int, size: int = 48, batch: int = 2) -> torch.Tensor:
     return torch.rand([batch, 3, size, size], generator=g) * 2 - 1
 
 
-def test_random_alex_equals_lpips_package():
+@pytest.mark.parametrize("trunk", ["alex", "vgg"])
+def test_lpips_formula_equals_lpips_package(trunk, monkeypatch):
+    """Our trunk + heads with the lpips package's (random) trunk weights gives lpips' distance."""
     import lpips
 
-    a, b = _images(0), _images(1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.manual_seed(0)
-        reference = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
-    ours = perceptual_model("random-alex")
+        reference = lpips.LPIPS(net=trunk, pnet_rand=True, verbose=False).eval()
+    monkeypatch.setattr(losses, "_CACHE", {})
+    ours = perceptual_model(f"random-{trunk}")
+    ours.trunk.load_state_dict(reference.net.state_dict(), strict=True)  # same names, same layout
+    a, b = _images(0), _images(1)
     with torch.no_grad():
-        assert torch.allclose(ours(a, b), reference(a, b).flatten(), atol=1e-6)
+        assert torch.allclose(ours(a, b), reference(a, b).flatten(), rtol=1e-5, atol=1e-7)
+
+
+def test_random_trunks_are_seeded_and_features_only():
+    from pti_core.losses import _build
+
+    first, second = _build("random-vgg"), _build("random-vgg")
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    # VGG16 features only (14.7 M parameters), no 124 M-parameter classifier
+    assert sum(p.numel() for p in first.trunk.parameters()) == 14_714_688
 
 
 def test_stlpips_alex_equals_stlpips_package(monkeypatch):
@@ -94,9 +107,11 @@ def test_missing_backbone_names_file_folder_url_before_lpips_runs(kind, name, tm
     import lpips
 
     def no_download(*args, **kwargs):
-        raise AssertionError("lpips.LPIPS must not run when the backbone is missing")
+        raise AssertionError("nothing may be downloaded when the backbone is missing")
 
     monkeypatch.setattr(lpips, "LPIPS", no_download)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
     with pytest.raises(MissingFileError) as info:
         perceptual_model(kind)
     message = str(info.value)
@@ -117,7 +132,7 @@ def test_backbone_loaded_from_torchvision_cache(tmp_path, monkeypatch):
     folder.mkdir(parents=True)
     torch.save(state, folder / "alexnet-owt-7be5be79.pth")
     model = perceptual_model("lpips-alex")
-    trunk = model.trunk.net
+    trunk = model.trunk
     assert torch.equal(getattr(trunk.slice1, "0").weight, state["features.0.weight"])
     assert torch.equal(getattr(trunk.slice3, "6").weight, state["features.6.weight"])
     assert torch.equal(getattr(trunk.slice5, "10").bias, state["features.10.bias"])

@@ -80,7 +80,7 @@ def test_node_conventions(nodes, pack):
 def test_pack_import_is_light():
     code = ("import sys; sys.path.insert(0, 'tests'); from helpers import load_pack; "
             "pre = set(sys.modules); load_pack(); "
-            "heavy = {'lpips', 'kornia', 'safetensors', 'dlib', 'pti_core.invert', 'comfyui_pti.pti_core.invert'}; "
+            "heavy = {'lpips', 'kornia', 'safetensors', 'dlib', 'pti_core.inversion', 'comfyui_pti.pti_core.inversion'}; "
             "print(sorted(heavy & (set(sys.modules) - pre)))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

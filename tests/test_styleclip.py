@@ -358,6 +358,7 @@ def test_nodes(pack, G, clip, stats, tmp_path, monkeypatch):
         assert cls.DESCRIPTION and cls.CATEGORY == "PTI" and len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES)
         assert all("tooltip" in spec[1] for spec in cls.INPUT_TYPES()["required"].values())
     assert load.INPUT_TYPES()["required"]["clip_name"][0] == ["tiny/open_clip_model.safetensors"]
+    assert tuple(load.INPUT_TYPES()["required"]["architecture"][0]) == clip_models.COMMON_ARCHITECTURES
     assert "styleclip_tiny.safetensors" in make.INPUT_TYPES()["required"]["statistics"][0]
     assert make.IS_CHANGED(statistics="styleclip_tiny.safetensors").count(":") == 1
     assert make.IS_CHANGED(statistics="styleclip_ffhq/fs3.npy") == "missing:styleclip_ffhq/fs3.npy"

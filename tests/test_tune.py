@@ -11,7 +11,7 @@ from torch import nn
 from helpers import golden_dir, realworld, tiny_generator
 from pti_core.errors import Cancelled, ConfigError, LatentError
 from pti_core.imageio import load_image, prepare_target
-from pti_core.invert import InversionConfig, invert, w_statistics
+from pti_core.inversion import InversionConfig, invert, w_statistics
 from pti_core.metrics import lpips_distance, mse
 from pti_core.tune import (Locality, TunedGenerator, TuningConfig, locality_latents, pivotal_tune,
                            tunable_parameters)
@@ -219,3 +219,27 @@ def test_errors_and_config_round_trip():
     assert TuningConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     defaults = TuningConfig()
     assert (defaults.steps, defaults.lr, defaults.lpips_threshold, defaults.perceptual) == (350, 3e-4, 0.06, "lpips-alex")
+
+
+def test_stylegan3_inversion_and_tuning_loop():
+    """The same loops run on StyleGAN3 (no noise inputs); its Fourier input stays as it was."""
+    from safetensors.torch import load_file
+
+    from pti_core.generators import build_generator
+
+    folder = golden_dir("sg3t_tiny")
+    G = build_generator("stylegan3", json.loads((folder / "config.json").read_text())["init_kwargs"]).eval()
+    G.load_state_dict(load_file(folder / "weights.safetensors"), strict=True)
+    before = _state(G)
+    with torch.no_grad():
+        target = G(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    inversion = invert(G, target, config=InversionConfig(steps=25, perceptual="random-alex", w_avg_samples=64,
+                                                         preview_every=0))
+    assert inversion.ws.shape == (1, G.num_ws, G.w_dim)
+    assert inversion.losses[-1] < 0.8 * inversion.losses[0]
+    tuned = pivotal_tune(G, target, inversion.ws, config=TuningConfig(steps=4, lr=1e-3, **FAST)).generator
+    assert _unchanged(G, before)
+    state = tuned.state_dict()
+    inputs = [k for k in before if k.startswith("synthesis.input.")]
+    assert inputs and all(torch.equal(state[k], before[k]) for k in inputs)
+    assert any(not torch.equal(state[k], before[k]) for k in before if k.startswith("synthesis.L"))

@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="measure where eyes and mouth fall in the student's samples (dlib) and write "
                              "the alignment template JSON here (also embedded in --export's metadata)")
     parser.add_argument("--template-samples", type=int, default=256, help="samples for --template (default 256)")
+    parser.add_argument("--template-from", choices=("student", "teacher"), default="student",
+                        help="whose samples --template measures (same z; default the student)")
     parser.add_argument("--side-by-side", type=Path, default=None,
                         help="write a PNG grid: teacher (top row) vs student (bottom row) on held-out z")
 
@@ -62,6 +64,17 @@ def _config(args: argparse.Namespace):
         "mapping_layers", "channel_base", "channel_max", "checkpoint_every", "seed")
         if getattr(args, name) is not None}
     return dataclasses.replace(base, **overrides)
+
+
+class _TeacherAsGenerator:
+    """Gives a teacher the ``z_dim`` / ``mapping`` / ``synthesis`` surface ``measure_template`` uses."""
+
+    def __init__(self, teacher):
+        from ..distill import normalize_z
+
+        self.z_dim = teacher.z_dim
+        self.mapping = lambda z, *args, **kwargs: normalize_z(z)[:, None]
+        self.synthesis = lambda ws, **kwargs: teacher(ws[:, 0])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,9 +111,11 @@ def run(args: argparse.Namespace) -> int:
     if args.template is not None:
         from ..labels import measure_template
 
-        template, measurement = measure_template(G, args.template_samples)
+        source = G if args.template_from == "student" else _TeacherAsGenerator(D.load_teacher(config.teacher))
+        template, measurement = measure_template(source, args.template_samples)
         record = {"template": template.to_dict(), "measurement": measurement.to_dict(),
-                  "how": f"dlib 68-point landmarks on {args.template_samples} samples (seed 0), padded by a "
+                  "how": f"dlib 68-point landmarks on {args.template_samples} {args.template_from} samples "
+                         "(z seed 0), padded by a "
                          "quarter side; mean eye centres (36-41, 42-47) and mouth centre (48, 54)"}
         tmp = args.template.with_name(args.template.name + ".tmp")
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")

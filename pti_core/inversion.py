@@ -3,6 +3,8 @@
 The StyleGAN2-ADA projector as PTI uses it (see ``PTI.md``): start at ``w_avg``, optimise one w
 (W space, broadcast to every layer) or one w per layer (W+), plus copies of the per-layer noise
 maps, with LPIPS + noise regularisation, a w-noise ramp and a ramped learning rate.
+For StyleGAN3 (no noise inputs) ``optimize_transform`` also searches a translation + rotation of
+the Fourier-feature input per image, so a face need not sit exactly where the model expects it.
 
 Differences from the reference code, on purpose:
 
@@ -17,6 +19,7 @@ Differences from the reference code, on purpose:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +29,8 @@ import torch
 from torch import nn
 
 from . import _runtime as rt
-from .errors import LatentError
+from .errors import ConfigError, LatentError
+from .generators.stylegan3 import input_transform
 from .imageio import check_nchw, prepare_target
 from .losses import PERCEPTUAL_KINDS, noise_regularization, perceptual_model
 from .progress import ProgressFn, StopFn, check_stop, report
@@ -57,6 +61,10 @@ class InversionConfig:
         compile: ``torch.compile`` the synthesis network (CUDA only; ignored elsewhere).
         fused_modconv: modulated-conv path; None = auto (fused on CUDA, non-fused on CPU).
         channels_last: NHWC perceptual net; None = auto (on CUDA or with bf16/fp16).
+        optimize_transform: StyleGAN3 only: also optimise, per image, a translation (image widths)
+            and rotation of the synthesis input jointly with w (same learning-rate schedule; the
+            angle in radians), starting from ``transform_init``. The result's ``transform`` holds it.
+        transform_init: ``(translate_x, translate_y, angle_degrees)`` the search starts from.
     """
 
     space: str = "w"
@@ -79,6 +87,8 @@ class InversionConfig:
     compile: bool = False
     fused_modconv: bool | None = None
     channels_last: bool | None = None
+    optimize_transform: bool = False
+    transform_init: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def __post_init__(self):
         rt.check_choice("space", self.space, ("w", "w+"))
@@ -92,6 +102,10 @@ class InversionConfig:
                      "noise_ramp_length", "preview_every"):
             rt.check_positive(name, getattr(self, name), allow_zero=True)
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if len(self.transform_init) != 3:
+            raise ConfigError(f"transform_init must be (translate_x, translate_y, angle_degrees), "
+                              f"got {self.transform_init!r}")
+        object.__setattr__(self, "transform_init", tuple(float(v) for v in self.transform_init))
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the config as a JSON-serialisable dict."""
@@ -100,7 +114,7 @@ class InversionConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "InversionConfig":
         """Returns a config from :meth:`to_dict` output."""
-        return cls(**{k: tuple(v) if k == "betas" else v for k, v in data.items()})
+        return cls(**{k: tuple(v) if k in ("betas", "transform_init") else v for k, v in data.items()})
 
 
 @dataclass(frozen=True)
@@ -109,15 +123,20 @@ class Inversion:
 
     Attributes:
         ws: the pivot latents ``[B, num_ws, w_dim]`` float32 (rows equal for ``space="w"``).
-        image: ``G.synthesis(ws, noise_mode="const")`` ``[B, 3, R, R]`` in [-1, 1] (what tuning starts from).
+        image: ``G.synthesis(ws, noise_mode="const"[, transform=transform])`` ``[B, 3, R, R]`` in
+            [-1, 1] (what tuning starts from).
         losses: per step, the batch-mean perceptual distance to the target.
         config: the configuration used.
+        transform: with ``optimize_transform``, the StyleGAN3 synthesis-input transforms found
+            ``[B, 3, 3]`` float32 CPU (pass to ``G.synthesis(ws, transform=...)`` or
+            ``pivotal_tune(..., transform=...)``); None otherwise.
     """
 
     ws: torch.Tensor
     image: torch.Tensor
     losses: list[float]
     config: InversionConfig
+    transform: torch.Tensor | None = None
 
     @property
     def space(self) -> str:
@@ -171,6 +190,27 @@ def _initial_latent(G: nn.Module, init_ws: torch.Tensor | None, batch: int, spac
     return ws.expand(batch, num_ws, w_dim).clone()
 
 
+def input_transforms(G: nn.Module, translate: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Returns StyleGAN3 synthesis-input transforms ``[B, 3, 3]`` (differentiable) that move each image.
+
+    ``translate`` ``[B, 2]`` is in image widths, ``angle`` ``[B]`` in radians; each matrix is
+    ``G.synthesis.input.transform @ input_transform(translate[i], degrees(angle[i]))``, i.e. the
+    move is applied on top of the transform stored in the generator (the identity for NVIDIA's
+    pickles).
+    """
+    stored = _stored_transform(G).to(translate.device, torch.float32)  # [3, 3]
+    moves = [input_transform(translate[i], angle[i] * (180.0 / math.pi)) for i in range(translate.shape[0])]
+    return stored @ torch.stack(moves).to(torch.float32)  # [B, 3, 3]
+
+
+def _stored_transform(G: nn.Module) -> torch.Tensor:
+    stored = getattr(getattr(G.synthesis, "input", None), "transform", None)
+    if not torch.is_tensor(stored) or stored.shape != (3, 3):
+        raise ConfigError("optimize_transform needs a StyleGAN3 generator (a Fourier-feature input with a "
+                          "transform); turn it off for this model")
+    return stored.detach()
+
+
 def invert(G: nn.Module, target: Any, *, config: InversionConfig | None = None,
            init_ws: torch.Tensor | None = None, progress: ProgressFn | None = None,
            should_stop: StopFn | None = None) -> Inversion:
@@ -186,10 +226,12 @@ def invert(G: nn.Module, target: Any, *, config: InversionConfig | None = None,
         should_stop: checked before every step; True raises :class:`pti_core.errors.Cancelled`.
 
     Returns:
-        :class:`Inversion` with ``ws`` ``[B, num_ws, w_dim]``.
+        :class:`Inversion` with ``ws`` ``[B, num_ws, w_dim]`` (and ``transform`` ``[B, 3, 3]`` with
+        ``config.optimize_transform``).
 
     Raises:
         ImageError: empty or non-image target.  Cancelled: ``should_stop()`` returned True.
+        ConfigError: ``optimize_transform`` on a generator without a StyleGAN3 input transform.
     """
     config = config or InversionConfig()
     device = rt.module_device(G)
@@ -209,6 +251,11 @@ def invert(G: nn.Module, target: Any, *, config: InversionConfig | None = None,
                 noise[name] = torch.randn(shape, generator=generator, device=device,
                                           dtype=torch.float32).requires_grad_(True)
         params = [w_opt, *noise.values()]
+        if config.optimize_transform:
+            _stored_transform(G)  # fails early for generators without an input transform
+            translate = torch.tensor(config.transform_init[:2], device=device).repeat(batch, 1).requires_grad_(True)
+            angle = torch.full([batch], math.radians(config.transform_init[2]), device=device).requires_grad_(True)
+            params += [translate, angle]  # [B, 2] image widths, [B] radians
         optimizer = torch.optim.Adam(params, lr=config.lr, betas=config.betas)
         perceptual = perceptual_model(config.perceptual, device,
                                       channels_last=rt.use_channels_last(config.channels_last, device,
@@ -229,8 +276,11 @@ def invert(G: nn.Module, target: Any, *, config: InversionConfig | None = None,
                 group["lr"] = lr
             w_noise = torch.randn(w_opt.shape, generator=generator, device=device) * w_noise_scale
             ws = (w_opt + w_noise).expand(batch, num_ws, G.w_dim)  # [B, num_ws, w_dim]
+            render = synthesis
+            if config.optimize_transform:
+                render = functools.partial(synthesis, transform=input_transforms(G, translate, angle))
             with rt.autocast(device, config.precision):
-                images = rt.synthesize(synthesis, ws, noise_mode="const", noise=noise_arg, fused_modconv=fused)
+                images = rt.synthesize(render, ws, noise_mode="const", noise=noise_arg, fused_modconv=fused)
                 distance = perceptual.distance_to_features(images, target_features,
                                                            max_size=config.perceptual_size)  # [B]
             loss = distance.sum()
@@ -250,8 +300,13 @@ def invert(G: nn.Module, target: Any, *, config: InversionConfig | None = None,
 
         with torch.no_grad():
             ws = w_opt.detach().expand(batch, num_ws, G.w_dim).clone().to(torch.float32)
-            image = rt.synthesize(G.synthesis, ws, noise_mode="const").clamp(-1, 1)
-    return Inversion(ws=ws.cpu(), image=image.cpu(), losses=losses, config=config)
+            render, transform = G.synthesis, None
+            if config.optimize_transform:
+                transform = input_transforms(G, translate.detach(), angle.detach())  # [B, 3, 3]
+                render = functools.partial(G.synthesis, transform=transform)
+            image = rt.synthesize(render, ws, noise_mode="const").clamp(-1, 1)
+    return Inversion(ws=ws.cpu(), image=image.cpu(), losses=losses, config=config,
+                     transform=None if transform is None else transform.cpu())
 
 
-__all__ = ["InversionConfig", "Inversion", "invert", "w_statistics", "learning_rate"]
+__all__ = ["InversionConfig", "Inversion", "invert", "w_statistics", "learning_rate", "input_transforms"]

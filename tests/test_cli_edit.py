@@ -1,0 +1,94 @@
+"""``python -m pti_core edit``: the main job's files, exit codes and the embedded demo."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import tiny_generator
+from pti_core.__main__ import main
+from pti_core.generators.checkpoints import load_generator, save_generator
+from pti_core.imageio import load_image, save_image
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+FAST = ["--inversion-steps", "4", "--tuning-steps", "6", "--perceptual", "random-alex", "--quiet"]
+
+
+def test_edit_with_model_image_and_direction(tmp_path, capsys):
+    G = tiny_generator(0)
+    model = save_generator(G, tmp_path / "g.safetensors")
+    photo = tmp_path / "photo.png"
+    save_image(torch.rand(1, 3, 40, 30) * 2 - 1, photo)  # non-square, other size
+    direction = tmp_path / "smile.pt"
+    torch.save(torch.nn.functional.normalize(torch.randn(1, G.w_dim), dim=1), direction)
+    out = tmp_path / "out"
+    code = main(["edit", "--model", str(model), "--image", str(photo), "--direction", str(direction),
+                 "--strength", "2", "--out", str(out), *FAST])
+    assert code == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"input.png", "inversion.png", "pti.png", "tuned_generator.safetensors", "pivot.safetensors",
+            "metrics.json", "config.json", "edit_smile_+2.png", "edit_smile_+2_inversion.png"} <= names
+    assert load_image(out / "input.png").shape == (1, 3, 16, 16)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["lpips_net"] == "random-alex"
+    assert metrics["pti"]["mse"] < metrics["inversion"]["mse"]
+    assert metrics["tuning_steps_run"] == 6
+    config = json.loads((out / "config.json").read_text())
+    assert config["inversion"]["steps"] == 4 and config["tuning"]["steps"] == 6 and not config["demo"]
+    # the tuned generator file and the pivot reproduce pti.png
+    tuned = load_generator(out / "tuned_generator.safetensors")
+    ws = load_file(out / "pivot.safetensors")["ws"]
+    assert ws.shape == (1, G.num_ws, G.w_dim)
+    with torch.no_grad():
+        image = tuned.synthesis(ws).clamp(-1, 1)
+    assert (image - load_image(out / "pti.png")).abs().max() <= 2 / 255 + 1e-6
+    # the input generator file is untouched and differs from the tuned one
+    original = load_generator(model)
+    assert any(not torch.equal(a, b) for a, b in zip(original.state_dict().values(), tuned.state_dict().values()))
+
+    # a second run into the same folder needs --force
+    code = main(["edit", "--model", str(model), "--image", str(photo), "--out", str(out), *FAST])
+    assert code == 2 and "--force" in capsys.readouterr().err
+
+
+def test_embedded_demo_runs_and_says_it_is_a_demo(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["edit", "--out", str(out), *FAST]) == 0
+    err = capsys.readouterr().err
+    assert "ffhq.pkl" in err and "astronaut" in err
+    assert load_image(out / "pti.png").shape == (1, 3, 64, 64)
+    assert {"edit_sefa0_-3.png", "edit_sefa0_+3.png"} <= {p.name for p in out.iterdir()}
+    assert json.loads((out / "config.json").read_text())["demo"] is True
+
+
+def test_user_errors_exit_2(tmp_path, capsys):
+    assert main(["edit", "--model", str(tmp_path / "missing.pkl"), "--out", str(tmp_path / "o"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "missing.pkl" in err and len(err.strip().splitlines()) == 1
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    model = save_generator(tiny_generator(1), tmp_path / "g.safetensors")
+    assert main(["edit", "--model", str(model), "--image", str(empty), "--out", str(tmp_path / "o2"), *FAST]) == 2
+    assert "empty.png" in capsys.readouterr().err
+
+
+def test_defaults_point_at_the_shipped_model_and_builtin_is_deterministic():
+    from pti_core import defaults, distill
+
+    assert defaults.DEFAULT_GENERATOR_FILE == distill.DEFAULT_MODEL_PATH
+    a, b = defaults.builtin_generator(), defaults.builtin_generator()
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert a.img_resolution == 64
+    photo = defaults.default_photo()
+    assert photo.shape == (1, 3, 512, 512) and photo.min() >= -1 and photo.max() <= 1
