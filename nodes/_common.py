@@ -45,41 +45,46 @@ def comfy_available() -> bool:
     return _folder_paths() is not None
 
 
+def shipped_dir(kind: str) -> Path:
+    """Returns the pack's own folder of ``kind`` (the built-in distilled face model and its directions)."""
+    return pack_dir() / "pti_core" / "data" / kind
+
+
 def register_model_folders() -> None:
     """Adds ``models/stylegan`` and ``models/stylegan_directions`` to ComfyUI's folder registry.
 
-    Keeps any paths a user's ``extra_model_paths.yaml`` already added and merges our extensions.
-    No-op outside ComfyUI.
+    Also adds the pack's shipped folders (``pti_core/data/<kind>``: the built-in face model and its
+    directions), keeps any paths a user's ``extra_model_paths.yaml`` already added and merges our
+    extensions. No-op outside ComfyUI.
     """
     folder_paths = _folder_paths()
     if folder_paths is None:
         return
     for kind, extensions in MODEL_FOLDERS.items():
-        default = os.path.join(folder_paths.models_dir, kind)
+        ours = [os.path.join(folder_paths.models_dir, kind), str(shipped_dir(kind))]
         if kind in folder_paths.folder_names_and_paths:
             paths, exts = folder_paths.folder_names_and_paths[kind]
-            paths = list(paths)
-            if default not in paths:
-                paths.append(default)
+            paths = list(paths) + [p for p in ours if p not in paths]
             folder_paths.folder_names_and_paths[kind] = (paths, set(exts) | extensions)
         else:
-            folder_paths.folder_names_and_paths[kind] = ([default], set(extensions))
+            folder_paths.folder_names_and_paths[kind] = (ours, set(extensions))
 
 
-def _fallback_dir(kind: str) -> Path:
-    return Path(os.environ.get("PTI_MODELS_DIR", "models")) / kind
+def _fallback_dirs(kind: str) -> list[Path]:
+    return [Path(os.environ.get("PTI_MODELS_DIR", "models")) / kind, shipped_dir(kind)]
 
 
 def list_models(kind: str) -> list[str]:
-    """Returns the file names available for a model folder kind (sorted)."""
+    """Returns the file names available for a model folder kind (sorted; the pack's shipped files included)."""
     folder_paths = _folder_paths()
     if folder_paths is not None:
         return sorted(folder_paths.get_filename_list(kind))
-    folder = _fallback_dir(kind)
-    if not folder.is_dir():
-        return []
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
-                  if p.is_file() and p.suffix.lower() in MODEL_FOLDERS[kind])
+    names = set()
+    for folder in _fallback_dirs(kind):
+        if folder.is_dir():
+            names.update(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                         if p.is_file() and p.suffix.lower() in MODEL_FOLDERS[kind])
+    return sorted(names)
 
 
 def model_path(kind: str, name: str) -> Path:
@@ -90,9 +95,9 @@ def model_path(kind: str, name: str) -> Path:
         found = folder_paths.get_full_path(kind, name)
         folders = folder_paths.get_folder_paths(kind)
     else:
-        candidate = _fallback_dir(kind) / name
-        found = str(candidate) if candidate.is_file() else None
-        folders = [str(_fallback_dir(kind))]
+        candidates = [folder / name for folder in _fallback_dirs(kind)]
+        found = next((str(c) for c in candidates if c.is_file()), None)
+        folders = [str(folder) for folder in _fallback_dirs(kind)]
     if not found:
         raise errors.MissingFileError(
             f"model file {name!r} not found in models/{kind} (searched: {', '.join(map(str, folders))}); "

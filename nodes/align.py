@@ -48,10 +48,15 @@ class PTI_AlignFace:
                     "default": 4096, "min": 0, "max": 8192, "step": 64,
                     "tooltip": "The crop is first resampled at this size, then shrunk to output_size with "
                                "antialiasing (FFHQ used 4096). Lower is faster; 0 resamples directly."}),
-            }
+            },
+            "optional": {
+                "generator": ("STYLEGAN", {
+                    "tooltip": "Optional: the generator the crop is for. Its own face framing is used when its "
+                               "file stores one (the pack's built-in face model does); FFHQ framing otherwise."}),
+            },
         }
 
-    def execute(self, image, face_pick, face_index, output_size, supersample):
+    def execute(self, image, face_pick, face_index, output_size, supersample, generator=None):
         import torch  # noqa: PLC0415
 
         pti = core()
@@ -64,7 +69,7 @@ class PTI_AlignFace:
                 faces.append(pti.align_face(photos[i:i + 1].to(device), pick=face_pick,
                                             face_index=int(face_index) if face_pick == "index" else None,
                                             output_size=int(output_size), supersample=int(supersample) or None,
-                                            name=name))
+                                            template=pti.align.generator_template(generator), name=name))
         except pti.errors.PTIError as error:
             raise user_error(error) from None
         out_device = intermediate_device()

@@ -100,67 +100,14 @@ def next_free_path(folder: Path, prefix: str, suffix: str) -> Path:
 
 
 def write_latent(latent: dict, path: Path) -> Path:
-    """Writes a STYLEGAN_LATENT as safetensors atomically (temp file + rename); returns ``path``."""
-    import tempfile  # noqa: PLC0415
-
-    from safetensors.torch import save_file  # noqa: PLC0415
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({"ws": latent["ws"].contiguous()}, tmp,
-                  metadata={"format": "pti_latent", "space": latent["space"]})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Writes a STYLEGAN_LATENT as safetensors atomically (never overwriting); returns ``path``."""
+    return _common.core().latents.save_latent(latent["ws"], path, space=latent["space"])
 
 
 def read_latent(path: Path) -> dict:
     """Returns the STYLEGAN_LATENT stored in ``path`` (.safetensors, NVIDIA .npz, or .npy); never unpickles."""
-    import numpy as np  # noqa: PLC0415
-    import torch  # noqa: PLC0415
-    errors = _common.core().errors
-    suffix = path.suffix.lower()
-    space = None
-    try:
-        if suffix == ".safetensors":
-            from safetensors import safe_open  # noqa: PLC0415
-            with safe_open(str(path), framework="pt") as handle:
-                keys = list(handle.keys())
-                key = "ws" if "ws" in keys else ("w" if "w" in keys else (keys[0] if len(keys) == 1 else None))
-                if key is None:
-                    raise errors.LatentError(f"{path.name}: no 'ws' tensor in the file (keys: {keys})")
-                ws = handle.get_tensor(key)
-                space = (handle.metadata() or {}).get("space")
-        elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                keys = list(data.keys())
-                key = "w" if "w" in keys else ("ws" if "ws" in keys else (keys[0] if len(keys) == 1 else None))
-                if key is None:
-                    raise errors.LatentError(f"{path.name}: no 'w' array in the file (keys: {keys})")
-                array = data[key]
-            ws = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-        elif suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
-            ws = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-        else:
-            raise errors.LatentError(f"{path.name}: unsupported latent file; use "
-                                     f"{', '.join(LATENT_EXTENSIONS)}")
-    except errors.PTIError:
-        raise
-    except ValueError as error:  # numpy refusing pickled object arrays, bad headers
-        raise errors.UnsafeCheckpointError(
-            f"{path.name}: cannot read it as plain arrays ({error}); pickled latents are refused") from None
-    except Exception as error:  # noqa: BLE001  (corrupt file of any kind -> one line)
-        raise errors.LatentError(f"{path.name}: not a readable latent file ({type(error).__name__}: {error})") from None
-    if ws.ndim == 2:  # a single [num_ws, w_dim] latent
-        ws = ws[None]
-    if ws.ndim != 3:
-        raise errors.LatentError(f"{path.name}: expected ws [B, num_ws, w_dim], got {list(ws.shape)}")
-    if space not in SPACES:
-        space = "w" if bool((ws == ws[:, :1]).all()) else "w+"
-    return make_latent(ws.to(torch.float32), space)
+    latent = _common.core().latents.load_latent(path)
+    return make_latent(latent.ws, latent.space)
 
 
 # ----------------------------------------------------------------------------- nodes

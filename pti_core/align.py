@@ -131,6 +131,18 @@ class FaceTemplate:
 
 
 FFHQ_TEMPLATE = FaceTemplate()
+
+
+def generator_template(G) -> FaceTemplate:
+    """Returns the alignment template a generator was trained with (stored in its file), else FFHQ's.
+
+    ``load_generator`` attaches the template saved in a pack safetensors file as ``G.face_template``
+    (the shipped distilled model has one; NVIDIA's FFHQ models use the FFHQ recipe).
+    """
+    stored = getattr(G, "face_template", None)
+    if stored is None:
+        return FFHQ_TEMPLATE
+    return stored if isinstance(stored, FaceTemplate) else FaceTemplate.from_dict(stored)
 """The FFHQ recipe: half-side ``max(2.0 * |eye_to_eye|, 1.8 * |eye_to_mouth|)``, centre shift 0.1."""
 
 

@@ -1,7 +1,7 @@
 """The embedded default generator and photo for ``python -m pti_core edit`` with no inputs.
 
 * Generator: the pack's shipped face model (``pti_core.distill.DEFAULT_MODEL_PATH``,
-  ``pti_core/data/dcgan_faces_sg2_64.safetensors``, a small StyleGAN2 distilled from a real
+  ``pti_core/data/stylegan/dcgan_faces_sg2_64.safetensors``, a small StyleGAN2 distilled from a real
   DCGAN face generator) when present; otherwise a deterministic seeded random StyleGAN2 (64 px, built in code). A random
   generator only demonstrates the pipeline: real edits need a real face model, such as
   NVIDIA's FFHQ pickle (https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl).
@@ -18,7 +18,7 @@ from torch import nn
 from .errors import DependencyError
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-DEFAULT_GENERATOR_FILE = DATA_DIR / "dcgan_faces_sg2_64.safetensors"  # == distill.DEFAULT_MODEL_PATH
+DEFAULT_GENERATOR_FILE = DATA_DIR / "stylegan" / "dcgan_faces_sg2_64.safetensors"  # == distill.DEFAULT_MODEL_PATH
 FFHQ_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl"
 
 # The built-in stand-in: 64 px, w 64, channels 64..32 (small enough for a CPU demo).

@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 import numpy as np
 import torch
 
+from .fileio import atomic_write
 from .errors import ConfigError, DirectionError, LatentError, MissingFileError, OutputExistsError, UnsafeCheckpointError
 
 SPACES = ("w", "s")          # "s" (StyleSpace, per-layer style offsets) lives in ``Direction.styles``
@@ -552,16 +552,7 @@ def save_direction(direction: Direction, path: str | os.PathLike, *, overwrite: 
         "strength_range": json.dumps(list(direction.strength_range) if direction.strength_range else None),
         "info": json.dumps(info, sort_keys=True, default=str),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata), overwrite=True)
 
 
 # ----------------------------------------------------------------------------- layer ranges

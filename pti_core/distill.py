@@ -82,7 +82,7 @@ class DistillConfig:
     """
 
     teacher: str = "dcgan-faces"
-    steps: int = 1300
+    steps: int = 3000
     batch_size: int = 8
     learning_rate: float = 1e-2
     betas: tuple[float, float] = (0.9, 0.99)
@@ -438,7 +438,7 @@ def export_generator(G: nn.Module, path: str | Path, *, extra_metadata: Mapping[
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEFAULT_MODEL_NAME = "dcgan_faces_sg2_64"
-DEFAULT_MODEL_PATH = DATA_DIR / f"{DEFAULT_MODEL_NAME}.safetensors"
+DEFAULT_MODEL_PATH = DATA_DIR / "stylegan" / f"{DEFAULT_MODEL_NAME}.safetensors"
 DIRECTION_NAMES = ("yaw", "mouth_open", "sefa", "ganspace")
 TEMPLATE_METADATA_KEY = "face_template"
 
@@ -447,7 +447,8 @@ TEMPLATE_METADATA_KEY = "face_template"
 class ModelAssets:
     """A generator file and its companions: alignment template and direction files (by name).
 
-    Companions live beside the model: ``<stem>.template.json`` and ``<stem>.<direction>.safetensors``.
+    Companions: ``<stem>.template.json`` beside the model; ``<stem>.<direction>.safetensors`` beside it
+    or in the sibling folder ``stylegan_directions/`` (ComfyUI's layout; how the shipped model is stored).
     """
 
     generator_path: Path
@@ -494,6 +495,11 @@ def model_assets(path: str | Path | None = None) -> ModelAssets:
     if not path.is_file():
         raise MissingFileError(f"{path} does not exist; the embedded model ships inside the pack "
                                "(reinstall it) or pass an existing generator file")
-    directions = {name: path.with_name(f"{path.stem}.{name}.safetensors") for name in DIRECTION_NAMES}
-    return ModelAssets(generator_path=path, template=face_template_for(path),
-                       direction_paths={k: v for k, v in directions.items() if v.is_file()})
+    found = {}
+    for name in DIRECTION_NAMES:
+        for folder in (path.parent, path.parent.parent / "stylegan_directions"):
+            candidate = folder / f"{path.stem}.{name}.safetensors"
+            if candidate.is_file():
+                found[name] = candidate
+                break
+    return ModelAssets(generator_path=path, template=face_template_for(path), direction_paths=found)

@@ -8,7 +8,6 @@ ComfyUI's ``IMAGE`` is ``[B, H, W, 3]`` float32 in [0, 1]; PIL images and uint8 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Union
 
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
+from .fileio import atomic_write
 
 ImageLike = Union[Image.Image, np.ndarray, torch.Tensor, str, os.PathLike]
 
@@ -193,15 +193,7 @@ def prepare_target(image: ImageLike, resolution: int) -> torch.Tensor:
 def save_image(images: torch.Tensor, path: str | os.PathLike, *, index: int = 0) -> Path:
     """Writes image ``index`` of ``[B, 3, H, W]`` in [-1, 1] to ``path`` atomically (temp file + rename); returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = (path.suffix.lstrip(".") or "png").upper()
     fmt = "JPEG" if fmt == "JPG" else fmt
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            nchw_to_pil(images, index).save(handle, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    picture = nchw_to_pil(images, index)
+    return atomic_write(path, lambda tmp: picture.save(tmp, format=fmt), overwrite=True)

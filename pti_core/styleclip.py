@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -41,6 +39,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from .fileio import atomic_write
 from .errors import Cancelled, CheckpointError, ConfigError, DirectionError, MissingFileError, UnsafeCheckpointError
 
 FORMAT = "pti-styleclip-stats"
@@ -477,16 +476,7 @@ def check_layout(stats: StyleStatistics, G: torch.nn.Module) -> None:
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, write, overwrite=True)  # callers check for existing files themselves
 
 
 def save_statistics(stats: StyleStatistics, path: str | Path) -> Path:

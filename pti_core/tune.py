@@ -13,12 +13,17 @@ targets. Unlike the reference multi-ID coach (one Adam step per image per epoch)
 takes one batched Adam step per step on the mean loss over all images (same gradient direction
 up to Adam's per-step normalisation, B times fewer updates and passes), and stops early when
 every image's LPIPS is at most the threshold.
+
+StyleGAN3 with an input transform found by the inversion (``InversionConfig.optimize_transform``):
+pass it as ``transform``; each tuned generator stores it in its ``synthesis.input.transform``
+buffer, so every later rendering of the pivot (and of its edits) uses it.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,12 +207,34 @@ def locality_latents(G: nn.Module, w_pivot: torch.Tensor, locality: Locality,
     return w_pivot + locality.alpha * direction
 
 
+def _check_transform(G: nn.Module, transform: torch.Tensor, batch: int, mode: str) -> torch.Tensor:
+    """Returns the input transforms as ``[B, 3, 3]`` float32, or raises for a bad shape / model."""
+    stored = getattr(getattr(G.synthesis, "input", None), "transform", None)
+    if not torch.is_tensor(stored) or stored.shape != (3, 3):
+        raise ConfigError("an input transform needs a StyleGAN3 generator (a Fourier-feature input); "
+                          "pass transform=None for this model")
+    transform = torch.as_tensor(transform).detach().to(torch.float32)
+    if transform.ndim == 2:
+        transform = transform.unsqueeze(0)
+    if transform.ndim != 3 or transform.shape[1:] != (3, 3) or transform.shape[0] not in (1, batch):
+        raise ConfigError(f"transform must be [3, 3] or [{batch}, 3, 3], got {list(transform.shape)}")
+    transform = transform.expand(batch, 3, 3)
+    if mode == "shared" and batch > 1 and not bool((transform == transform[:1]).all()):
+        raise ConfigError("shared mode tunes one generator, which holds one input transform, but the images "
+                          "have different ones; tune per image or invert without optimize_transform")
+    return transform.contiguous()
+
+
 def _tune_one(G: nn.Module, target: torch.Tensor, ws: torch.Tensor, config: TuningConfig, *,
-              progress: ProgressFn | None, should_stop: StopFn | None, label: str
-              ) -> tuple[nn.Module, list[dict[str, float]], int]:
+              progress: ProgressFn | None, should_stop: StopFn | None, label: str,
+              transform: torch.Tensor | None = None) -> tuple[nn.Module, list[dict[str, float]], int]:
     device = rt.module_device(G)
     tuned = copy.deepcopy(G).to(device).eval()
     tuned.requires_grad_(False)
+    reference_synthesis = G.synthesis
+    if transform is not None:  # [3, 3]: the tuned generator renders with it from now on
+        tuned.synthesis.input.transform.copy_(transform)
+        reference_synthesis = functools.partial(G.synthesis, transform=tuned.synthesis.input.transform)
     params = [p for _, p in tunable_parameters(tuned)]
     for p in params:
         p.requires_grad_(True)
@@ -241,7 +268,7 @@ def _tune_one(G: nn.Module, target: torch.Tensor, ws: torch.Tensor, config: Tuni
             for index in range(ws.shape[0]):
                 w_r = locality_latents(G, ws[index:index + 1], locality, generator)  # [S, num_ws, w_dim]
                 with torch.no_grad():
-                    reference = rt.synthesize(G.synthesis, w_r, noise_mode="none")
+                    reference = rt.synthesize(reference_synthesis, w_r, noise_mode="none")
                     reference_features = perceptual.features(reference)
                 with rt.autocast(device, config.precision):
                     moved = rt.synthesize(synthesis, w_r, noise_mode="none", fused_modconv=fused)
@@ -266,7 +293,8 @@ def _tune_one(G: nn.Module, target: torch.Tensor, ws: torch.Tensor, config: Tuni
 
 
 def pivotal_tune(G: nn.Module, target: Any, ws: torch.Tensor, *, config: TuningConfig | None = None,
-                 progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> TunedGenerator:
+                 transform: torch.Tensor | None = None, progress: ProgressFn | None = None,
+                 should_stop: StopFn | None = None) -> TunedGenerator:
     """Returns generator(s) fine-tuned so that ``G'(ws) ~ target``; ``G`` itself is never modified.
 
     Args:
@@ -274,6 +302,9 @@ def pivotal_tune(G: nn.Module, target: Any, ws: torch.Tensor, *, config: TuningC
         target: image(s) ``[B, 3, H, W]`` in [-1, 1] (or PIL/array/path), resized to ``G``'s resolution.
         ws: pivots ``[B, num_ws, w_dim]`` (e.g. ``invert(...).ws``); ``[B, 1, w_dim]`` is broadcast.
         config: hyperparameters (default: the paper's).
+        transform: StyleGAN3 only: synthesis-input transform(s) ``[3, 3]`` or ``[B, 3, 3]`` the pivots
+            were inverted with (``Inversion.transform``); tuning renders with it and each tuned
+            generator keeps it in ``synthesis.input.transform`` (shared mode: one for all images).
         progress: ``progress(step, total, "tune" | "tune[i/B]", preview)``.
         should_stop: checked before every step; True raises :class:`pti_core.errors.Cancelled`
             and no generator is returned.
@@ -287,17 +318,21 @@ def pivotal_tune(G: nn.Module, target: Any, ws: torch.Tensor, *, config: TuningC
     check_nchw(target, name="target")
     batch = target.shape[0]
     ws = _check_ws(G, ws, batch).to(device)
+    if transform is not None:
+        transform = _check_transform(G, transform, batch, config.mode).to(device)  # [B, 3, 3]
     generators, losses, steps_run = [], [], []
     with torch.enable_grad():
         if config.mode == "shared" or batch == 1:
             tuned, record, steps = _tune_one(G, target, ws, config, progress=progress,
-                                             should_stop=should_stop, label="")
+                                             should_stop=should_stop, label="",
+                                             transform=None if transform is None else transform[0])
             generators, losses, steps_run = [tuned], [record], [steps]
         else:
             for index in range(batch):
                 tuned, record, steps = _tune_one(G, target[index:index + 1], ws[index:index + 1], config,
                                                  progress=progress, should_stop=should_stop,
-                                                 label=f"[{index + 1}/{batch}]")
+                                                 label=f"[{index + 1}/{batch}]",
+                                                 transform=None if transform is None else transform[index])
                 generators.append(tuned)
                 losses.append(record)
                 steps_run.append(steps)

@@ -327,3 +327,25 @@ def test_edit_upscale_runs(pack, tiny_setup):
     assert edited.shape == (1, 16, 16, 3)
     assert saved.shape == (1, 64, 64, 3)  # "4x-..." upscale model
     assert torch.equal(saved[:, ::4, ::4], edited)
+
+
+def test_try_builtin_model_runs_with_the_shipped_model_and_its_template(pack, tmp_path, monkeypatch):
+    """The no-download workflow: the shipped model and its yaw direction are found in the pack's own
+    folders, Align Face uses the model's face template, and the sweep gives 8 pasted frames."""
+    monkeypatch.setenv("PTI_MODELS_DIR", str(tmp_path / "empty_models"))  # nothing but the pack's files
+    inputs = tmp_path / "input"
+    inputs.mkdir()
+    _photo(inputs)
+    prompt = load(API_DIR / "pti_try_builtin_model.json")
+    prompt["4"]["inputs"]["steps"] = 3  # few steps: this checks wiring, the quality tests live elsewhere
+    prompt["5"]["inputs"]["steps"] = 3
+    core = CoreStandIns(inputs, tmp_path / "output")
+    outputs = execute(pack, prompt, core)
+    G = outputs["3"][0]
+    template = pack.pti_core.align.generator_template(G)
+    assert template != pack.pti_core.align.FFHQ_TEMPLATE  # the distilled model frames faces its own way
+    face = outputs["2"][1]
+    assert face.template == template and outputs["2"][0].shape == (1, 64, 64, 3)
+    (saved,) = core.saved
+    assert saved.shape == (8, 512, 512, 3)  # 8 sweep frames pasted into the 512 px photo
+    assert all(float((saved[i + 1] - saved[i]).abs().max()) > 0 for i in range(7))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -106,20 +105,6 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _save_pivot(ws, path: Path, *, space: str, force: bool) -> None:
-    from safetensors.torch import save_file
-
-    from ..errors import OutputExistsError
-
-    if path.exists() and not force:
-        raise OutputExistsError(f"{path}: already exists; pass --force to overwrite")
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({"ws": ws.detach().cpu().contiguous()}, str(tmp),
-              metadata={"format": "pti_core.latent", "space": space, "num_ws": str(ws.shape[1]),
-                        "w_dim": str(ws.shape[2])})
-    os.replace(tmp, path)
-
-
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:40] or "direction"
 
@@ -132,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError, OutputExistsError
     from ..imageio import load_image, prepare_target, save_image
     from ..inversion import InversionConfig, invert
+    from ..latents import save_latent
     from ..metrics import lpips_distance, mse, psnr
     from ..tune import Locality, TuningConfig, pivotal_tune
 
@@ -164,9 +150,10 @@ def run(args: argparse.Namespace) -> int:
         photo = load_image(args.image)
 
     if args.align:
-        from ..align import align_face
+        from ..align import align_face, generator_template
 
-        aligned = align_face(photo, output_size=G.img_resolution, name=args.image or "astronaut")
+        aligned = align_face(photo, output_size=G.img_resolution, template=generator_template(G),
+                             name=args.image or "astronaut")
         target = aligned.image
     else:
         target = photo  # centre crop + antialiased resize in prepare_target
@@ -234,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
 
     save_generator(G_tuned, out / "tuned_generator.safetensors", force=True,
                    metadata={"pti_tuned_from": description, "pti_tuning_config": tuning_config.to_dict()})
-    _save_pivot(inversion.ws, out / "pivot.safetensors", space=args.space, force=True)
+    save_latent(inversion.ws, out / "pivot.safetensors", space=args.space, overwrite=True)
 
     metric_kind, _ = _perceptual(args.perceptual, "metric")
     target_cpu = target.cpu()

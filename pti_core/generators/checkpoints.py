@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..fileio import atomic_write
 from ..errors import CheckpointError, ConfigError, MissingFileError, OutputExistsError, PTIError
 from . import ARCHITECTURES, build_generator
 from . import unpickler
@@ -179,7 +179,25 @@ def load_generator(path: str | os.PathLike, *, config: Mapping[str, Any] | str |
     checkpoint = read_checkpoint(path, config=config)
     with torch.inference_mode(False):  # normal tensors even when called under inference mode (ComfyUI)
         G = instantiate(checkpoint, source=str(path))
+        template = _stored_face_template(path) if checkpoint.format == "pti-safetensors" else None
+        if template is not None:
+            G.face_template = template  # kept by copies (tuned generators) and written back by save_generator
         return G.to(device)
+
+
+FACE_TEMPLATE_KEY = "face_template"
+
+
+def _stored_face_template(path: str | os.PathLike) -> dict | None:
+    """Returns the alignment template (a FaceTemplate dict) in a pack safetensors file's metadata, if any."""
+    from safetensors import safe_open  # noqa: PLC0415
+
+    with safe_open(str(path), framework="pt") as handle:
+        text = (handle.metadata() or {}).get(FACE_TEMPLATE_KEY)
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: its face_template metadata is not valid JSON; re-save the file") from None
 
 
 def instantiate(checkpoint: Checkpoint, *, source: str = "checkpoint") -> nn.Module:
@@ -225,6 +243,9 @@ def save_generator(G: nn.Module, path: str | os.PathLike, *, force: bool = False
         raise ConfigError("save_generator needs a pti_core generator (with architecture_name and init_kwargs)")
     meta = {"format": FORMAT_TAG, "format_version": FORMAT_VERSION, "architecture": architecture,
             "init_kwargs": json.dumps(init_kwargs, sort_keys=True), "pti_core_version": __version__}
+    template = getattr(G, "face_template", None)
+    if template is not None and FACE_TEMPLATE_KEY not in (metadata or {}):
+        meta[FACE_TEMPLATE_KEY] = json.dumps(template, sort_keys=True)
     for key, value in (metadata or {}).items():
         if key in RESERVED_METADATA:
             raise ConfigError(f"metadata key {key!r} is reserved; use another name")
@@ -233,30 +254,9 @@ def save_generator(G: nn.Module, path: str | os.PathLike, *, force: bool = False
         raise OutputExistsError(f"{path}: already exists; pass force=True (--force) to overwrite")
     tensors = {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in G.state_dict().items()}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot write here ({one_line(error)[:120]}); pick another folder") from None
-    os.close(handle)
-    try:
-        save_file(tensors, tmp_name, metadata=meta)
-        with open(tmp_name, "rb") as tmp:
-            os.fsync(tmp.fileno())
-        if force:
-            os.replace(tmp_name, path)
-        else:
-            try:
-                os.link(tmp_name, path)  # fails if path appeared meanwhile: never overwrites
-            except FileExistsError:
-                raise OutputExistsError(f"{path}: already exists; pass force=True (--force) to overwrite") from None
-            except OSError:
-                os.replace(tmp_name, path)  # filesystems without hard links
+        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta), overwrite=force)
     except OSError as error:
         raise ConfigError(f"{path}: cannot write the file ({one_line(error)[:120]})") from None
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-    return path
 
 
 def inspect_checkpoint(path: str | os.PathLike, *, config: Mapping[str, Any] | str | os.PathLike | None = None
