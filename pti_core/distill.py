@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, ConfigError, MissingFileError
+from .fileio import atomic_write
 from .progress import check_stop, report
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -210,9 +210,8 @@ def held_out_z(n: int, z_dim: int, *, seed: int = HELD_OUT_SEED) -> torch.Tensor
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata), overwrite=True)
 
 
 def save_checkpoint(path: Path, *, student: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer,
@@ -348,9 +347,7 @@ def distill(config: DistillConfig, out_dir: str | Path, *, resume: bool = False,
     step, elapsed = 0, 0.0
     if resume:
         step, elapsed = load_checkpoint(ckpt_path, student=student, ema=ema, optimizer=optimizer)
-    tmp = config_path.with_name(config_path.name + ".tmp")
-    tmp.write_text(config.to_json())
-    os.replace(tmp, config_path)
+    atomic_write(config_path, lambda tmp: Path(tmp).write_text(config.to_json()), overwrite=True)
 
     losses: list[float] = []
     start_step, started = step, time.perf_counter()

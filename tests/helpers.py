@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# The test models are tiny: one thread is as fast, and never stalls on a busy machine (OpenMP spin-waits).
+torch.set_num_threads(1)
 
 
 def require(path: Path) -> Path:
@@ -62,3 +63,8 @@ def tiny_generator(seed: int = 0, *, resolution: int = 16, w_dim: int = 16, arch
     with torch.no_grad():
         G.mapping.w_avg.copy_(G.mapping(torch.randn(256, w_dim))[:, 0].mean(0))
     return G.eval()
+
+
+def state_copy(module) -> dict:
+    """Returns a detached copy of ``module.state_dict()`` (to check a module was not modified)."""
+    return {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}

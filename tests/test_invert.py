@@ -8,26 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import tiny_generator
+from helpers import tiny_generator, state_copy
 from pti_core.errors import Cancelled, ConfigError, ImageError, LatentError
 from pti_core.inversion import Inversion, InversionConfig, invert, learning_rate, w_statistics
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run as fast on one thread, and do not stall on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 FAST = dict(perceptual="random-alex", w_avg_samples=64, preview_every=0)
 
 
-def _state(G):
-    return {k: v.clone() for k, v in G.state_dict().items()}
+
 
 
 def _target(G, seed: int, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,7 +53,7 @@ def test_w_statistics_follow_reference_sampling():
 @pytest.mark.parametrize("space", ["w", "w+"])
 def test_inversion_reduces_loss_and_leaves_G_untouched(space):
     G = tiny_generator(1)
-    before = _state(G)
+    before = state_copy(G)
     target, _ = _target(G, 7)
     result = invert(G, target, config=InversionConfig(space=space, steps=60, **FAST))
     assert isinstance(result, Inversion)
@@ -121,7 +112,7 @@ def test_init_ws_is_the_start_point():
 
 def test_progress_previews_and_cancel():
     G = tiny_generator(6)
-    before = _state(G)
+    before = state_copy(G)
     target, _ = _target(G, 11)
     calls = []
     invert(G, target, config=InversionConfig(steps=10, perceptual="random-alex", w_avg_samples=64,

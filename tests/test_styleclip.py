@@ -489,9 +489,6 @@ def test_mapper_node(pack, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"drive\.google\.com/uc\?id=1i5vAqo4z0I"):
         node().execute({"ws": ws, "space": "w"}, "styleclip_mappers/afro.pt", 1.0)
 
-from test_workflows import tiny_setup  # noqa: E402,F401  (fixture of the workflow tests)
-
-
 def test_styleclip_workflow_runs(pack, tiny_setup, clip, monkeypatch):
     """workflows/pti_styleclip_edit.json (API copy) runs end to end on a tiny generator and CLIP."""
     from safetensors.torch import save_file

@@ -20,14 +20,6 @@ ATOL = 1e-4
 SETS = ["sg3t_tiny", "sg3r_tiny"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one thread is faster, and much faster on a shared, loaded CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _load(name: str):
     folder = golden_dir(name)

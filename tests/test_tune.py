@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import golden_dir, realworld, tiny_generator
+from helpers import golden_dir, realworld, tiny_generator, state_copy
 from pti_core.errors import Cancelled, ConfigError, LatentError
 from pti_core.imageio import load_image, prepare_target
 from pti_core.inversion import InversionConfig, invert, w_statistics
@@ -17,20 +17,11 @@ from pti_core.tune import (Locality, TunedGenerator, TuningConfig, locality_late
                            tunable_parameters)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run as fast on one thread, and do not stall on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 FAST = dict(perceptual="random-alex", preview_every=0, lpips_threshold=0.0)
 
 
-def _state(G):
-    return {k: v.clone() for k, v in G.state_dict().items()}
+
 
 
 def _unchanged(G, before) -> bool:
@@ -57,7 +48,7 @@ def _render(G, ws):
 def test_pti_beats_inversion_on_a_real_photo():
     """Acceptance (fewer steps): MSE <= 1/3 and LPIPS <= 1/2 of inversion-only, same metric."""
     G = _golden_tiny()
-    before = _state(G)
+    before = state_copy(G)
     target = prepare_target(load_image(realworld("photos", "astronaut.png")), G.img_resolution)
     inversion = invert(G, target, config=InversionConfig(steps=50, perceptual="stlpips-alex", preview_every=0))
     tuned = pivotal_tune(G, target, inversion.ws,
@@ -75,7 +66,7 @@ def test_pti_beats_inversion_on_a_real_photo():
 
 def test_only_synthesis_weights_move_and_input_is_bit_exact():
     G = tiny_generator(1)
-    before = _state(G)
+    before = state_copy(G)
     target = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     ws = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(1))).detach()
     result = pivotal_tune(G, target, ws, config=TuningConfig(steps=5, lr=1e-3, **FAST))
@@ -181,7 +172,7 @@ def test_deterministic_for_seed():
 
 def test_cancel_stops_within_one_step_and_G_untouched():
     G = tiny_generator(6)
-    before = _state(G)
+    before = state_copy(G)
     target = torch.rand(1, 3, 16, 16) * 2 - 1
     ws = G.mapping(torch.randn(1, G.z_dim)).detach()
     seen = []
@@ -230,7 +221,7 @@ def test_stylegan3_inversion_and_tuning_loop():
     folder = golden_dir("sg3t_tiny")
     G = build_generator("stylegan3", json.loads((folder / "config.json").read_text())["init_kwargs"]).eval()
     G.load_state_dict(load_file(folder / "weights.safetensors"), strict=True)
-    before = _state(G)
+    before = state_copy(G)
     with torch.no_grad():
         target = G(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
     inversion = invert(G, target, config=InversionConfig(steps=25, perceptual="random-alex", w_avg_samples=64,

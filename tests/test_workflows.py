@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from helpers import REPO, realworld, tiny_generator
+from helpers import REPO, realworld
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 API_DIR = REPO / "tests" / "workflows_api"
@@ -241,25 +241,6 @@ def execute(pack, prompt: dict, core: CoreStandIns) -> dict:
     for node_id in prompt:
         run(node_id)
     return outputs
-
-
-@pytest.fixture()
-def tiny_setup(tmp_path, monkeypatch):
-    """A models folder with a tiny generator and tiny age/smile directions, and an input photo."""
-    from pti_core import save_generator
-
-    models = tmp_path / "models"
-    (models / "stylegan").mkdir(parents=True)
-    (models / "stylegan_directions").mkdir()
-    save_generator(tiny_generator(3), models / "stylegan" / "tiny.safetensors")
-    generator = torch.Generator().manual_seed(0)
-    for name in ("age", "smile"):  # InterFaceGAN-style .pt files ([1, w_dim] tensors), width 16
-        direction = torch.randn(1, 16, generator=generator)
-        torch.save(direction / direction.norm(), models / "stylegan_directions" / f"{name}.pt")
-    monkeypatch.setenv("PTI_MODELS_DIR", str(models))
-    inputs = tmp_path / "input"
-    inputs.mkdir()
-    return tmp_path, inputs
 
 
 # Per workflow: the tiny model and few optimisation steps with download-free perceptual backbones.
