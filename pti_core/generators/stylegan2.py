@@ -273,7 +273,32 @@ class SynthesisBlock(nn.Module):
         return x, img
 
 
-class SynthesisNetwork(nn.Module):
+class StyleSpaceMixin:
+    """Latent checks and StyleSpace shared by the StyleGAN2 and StyleGAN3 synthesis networks.
+
+    A subclass provides ``num_ws``, ``w_dim`` and ``style_layers() -> [(name, ws index, affine)]``.
+    """
+
+    num_ws: int
+    w_dim: int
+
+    def compute_styles(self, ws: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Returns StyleSpace: ``{layer name: affine(ws[:, index])}`` (``[N, C]`` each), in execution order.
+
+        Passing (edited) styles back as ``synthesis(ws, styles=...)`` renders from them; unedited
+        styles reproduce ``synthesis(ws)`` exactly.
+        """
+        self._check_ws(ws)
+        ws = ws.to(torch.float32)
+        return {name: affine(ws[:, index]) for name, index, affine in self.style_layers()}
+
+    def _check_ws(self, ws: torch.Tensor) -> None:
+        if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
+            raise LatentError(f"ws must be [N, {self.num_ws}, {self.w_dim}] for this generator, "
+                              f"got {list(ws.shape)}")
+
+
+class SynthesisNetwork(StyleSpaceMixin, nn.Module):
     """ws ``[N, num_ws, w_dim]`` -> image ``[N, img_channels, R, R]`` (about [-1, 1])."""
 
     def __init__(self, *, w_dim: int, img_resolution: int, img_channels: int,
@@ -319,21 +344,6 @@ class SynthesisNetwork(nn.Module):
             if hasattr(block, "torgb"):
                 out.append((f"b{res}.torgb", idx, block.torgb.affine))
         return out
-
-    def compute_styles(self, ws: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Returns StyleSpace: ``{layer name: affine(ws[:, index])}`` (``[N, C]`` each), in execution order.
-
-        Passing (edited) styles back as ``synthesis(ws, styles=...)`` renders from them; unedited
-        styles reproduce ``synthesis(ws)`` exactly.
-        """
-        self._check_ws(ws)
-        ws = ws.to(torch.float32)
-        return {name: affine(ws[:, index]) for name, index, affine in self.style_layers()}
-
-    def _check_ws(self, ws: torch.Tensor) -> None:
-        if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
-            raise LatentError(f"ws must be [N, {self.num_ws}, {self.w_dim}] for this generator, "
-                              f"got {list(ws.shape)}")
 
     def noise_buffers(self) -> dict[str, torch.Tensor]:
         """Returns ``{"b{R}.conv{i}": noise_const}`` for every layer that takes noise."""

@@ -301,7 +301,7 @@ class SynthesisLayer(nn.Module):
                 f"radial={self.down_radial}")
 
 
-class SynthesisNetwork(nn.Module):
+class SynthesisNetwork(stylegan2.StyleSpaceMixin, nn.Module):
     """ws ``[N, num_ws, w_dim]`` -> image ``[N, img_channels, R, R]``; ws[:, 0] drives ``input``."""
 
     def __init__(self, *, w_dim: int, img_resolution: int, img_channels: int,
@@ -367,24 +367,9 @@ class SynthesisNetwork(nn.Module):
         """
         return [(name, idx + 1, layer.affine) for idx, (name, layer) in enumerate(self.layers())]
 
-    def compute_styles(self, ws: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Returns StyleSpace: ``{layer name: affine(ws[:, index])}`` (``[N, C]`` each), in execution order.
-
-        Passing (edited) styles back as ``synthesis(ws, styles=...)`` renders from them; unedited
-        styles reproduce ``synthesis(ws)`` exactly.
-        """
-        self._check_ws(ws)
-        ws = ws.to(torch.float32)
-        return {name: affine(ws[:, index]) for name, index, affine in self.style_layers()}
-
     def noise_buffers(self) -> dict[str, torch.Tensor]:
         """Returns ``{}``: StyleGAN3 has no noise inputs."""
         return {}
-
-    def _check_ws(self, ws: torch.Tensor) -> None:
-        if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
-            raise LatentError(f"ws must be [N, {self.num_ws}, {self.w_dim}] for this StyleGAN3 generator, "
-                              f"got {list(ws.shape)}")
 
     def forward(self, ws: torch.Tensor, *, noise_mode: str = "const",
                 noise: Mapping[str, torch.Tensor] | None = None, fused_modconv: bool = True,
