@@ -1,6 +1,6 @@
 """Benchmark of PTI's two loops: per-step time, time-to-quality, peak memory; optimised vs naive.
 
-Usage: ``python bench/pti.py [--sizes 64 256] [--steps 8] [--ttq-inversion 60 --ttq-tuning 120]
+Usage: ``python bench/pti.py [--sizes 64 256] [--steps 8] [--ttq-steps 450 350]
 [--threads 2] [--device cpu|cuda]``
 
 For each generator (64 px: the sg2ada_small layout, channels 128..64, 8 mapping layers; 256 px:
@@ -11,10 +11,13 @@ config-f, CUDA only), seeded random weights:
 * per-step time of inversion (perceptual trunk VGG16, as LPIPS-VGG) and tuning (AlexNet, as
   LPIPS-alex), median over steps after a warm-up, for two settings measured in the same run:
   ``naive`` (fp32, fused modulated conv, NCHW, no compile) and ``fast`` (the optimised path:
-  non-fused modconv on CPU, bf16 autocast, channels_last perceptual net; on CUDA also
-  torch.compile). Both cache the target's features (the library always does).
-* time-to-quality on the astronaut photo: wall time of inversion + tuning until the
-  reconstruction MSE first reaches the MSE that the naive run has at its end.
+  the library's automatic modconv choice (on CPU non-fused for inversion, fused for one-image
+  tuning), bf16 autocast, channels_last perceptual net; on CUDA also torch.compile). Both cache the target's features (the library always does).
+* time-to-quality on the astronaut photo: the paper's settings (450 + 350 steps, lr 0.01 / 3e-4)
+  with the naive loops set the goal (their final reconstruction MSE) and the wall time to beat;
+  then the ``fast`` preset (:mod:`pti_core.presets`: 100 inversion steps, tuning lr 3e-3, bf16
+  where native, fast loops) runs and the wall time at which its MSE first reaches the goal is
+  compared with the paper run's and with the reference code's (issue figures x 450 / 350 steps).
 
 The perceptual trunks are seeded random (``random-vgg`` / ``random-alex``): the ImageNet weights
 cannot be downloaded here, and the compute per step is identical. Quality numbers for the
@@ -24,6 +27,7 @@ paper defaults with a trained metric come from ``--quality`` (sg2ada_tiny, ST-LP
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -41,6 +45,7 @@ from pti_core.generators.stylegan2 import Generator  # noqa: E402
 from pti_core.imageio import load_image, prepare_target  # noqa: E402
 from pti_core.inversion import InversionConfig, invert  # noqa: E402
 from pti_core.metrics import lpips_distance, mse  # noqa: E402
+from pti_core.presets import preset  # noqa: E402
 from pti_core.tune import TuningConfig, pivotal_tune  # noqa: E402
 
 PHOTO = REPO.parent / "shared" / "realworld" / "photos" / "astronaut.png"
@@ -70,8 +75,7 @@ def build(size: int, device: torch.device) -> Generator:
 
 
 def settings(device: torch.device) -> dict[str, dict]:
-    fast = {"precision": "bf16", "fused_modconv": device.type == "cuda", "channels_last": True,
-            "compile": device.type == "cuda"}
+    fast = {"precision": "bf16", "fused_modconv": None, "channels_last": True, "compile": device.type == "cuda"}
     naive = {"precision": "fp32", "fused_modconv": True, "channels_last": False, "compile": False}
     return {"naive": naive, "fast": fast}
 
@@ -102,16 +106,16 @@ def per_step(G, target, steps: int, opts: dict, mode: str = "per-image") -> tupl
     return inv_clock.per_step(), tune_clock.per_step()
 
 
-def time_to_quality(G, target, inversion_steps: int, tuning_steps: int, opts: dict):
-    """Returns (elapsed times per tuning step, MSE per tuning step, inversion seconds)."""
+def time_to_quality(G, target, inversion_config: InversionConfig, tuning_config: TuningConfig):
+    """Returns (elapsed times per tuning step, MSE per tuning step, inversion seconds) of one whole run."""
     start = time.perf_counter()
-    inversion = invert(G, target, config=InversionConfig(steps=inversion_steps, perceptual="random-vgg",
-                                                         preview_every=0, w_avg_samples=200, **opts))
+    inversion = invert(G, target, config=dataclasses.replace(inversion_config, perceptual="random-vgg",
+                                                             preview_every=0, w_avg_samples=200))
     inverted = time.perf_counter()
     clock = Clock(target.cpu())
     pivotal_tune(G, target, inversion.ws.to(target.device),
-                 config=TuningConfig(steps=tuning_steps, perceptual="random-alex", lpips_threshold=0.0,
-                                     preview_every=1, **opts), progress=clock)
+                 config=dataclasses.replace(tuning_config, perceptual="random-alex", lpips_threshold=0.0,
+                                            preview_every=1), progress=clock)
     elapsed = [t - start for t in clock.times]
     return elapsed, clock.mses, inverted - start
 
@@ -150,8 +154,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=None)
     parser.add_argument("--steps", type=int, default=8, help="timed steps per loop and setting")
-    parser.add_argument("--ttq-inversion", type=int, default=60)
-    parser.add_argument("--ttq-tuning", type=int, default=120)
+    parser.add_argument("--ttq-steps", type=int, nargs=2, default=(450, 350), metavar=("INVERSION", "TUNING"),
+                        help="steps of the paper-settings run whose final MSE is the time-to-quality goal")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quality", action="store_true", help="also the paper-default quality run (sg2ada_tiny)")
@@ -194,18 +198,33 @@ def main() -> int:
             print(f"peak RSS after the 64 px runs: {peak:.2f} GiB (reference 1.13 GiB)")
         if args.skip_ttq:
             continue
-        runs = {name: time_to_quality(G, target, args.ttq_inversion, args.ttq_tuning, opts)
-                for name, opts in modes.items()}
-        goal = runs["naive"][1][-1]
-        print(f"time-to-quality: goal MSE {goal:.4f} (naive's final, {args.ttq_inversion} + {args.ttq_tuning} steps)")
-        reached = {}
-        for name, (elapsed, mses, inv_s) in runs.items():
+        inversion_steps, tuning_steps = args.ttq_steps
+        paper_inv, paper_tune = preset("paper", device)
+        fast_inv, fast_tune = preset("fast", device)
+        runs = {  # the paper's settings with the naive loops (the reference algorithm), then the fast preset
+            "paper settings, naive loops": (dataclasses.replace(paper_inv, steps=inversion_steps, **modes["naive"]),
+                                            dataclasses.replace(paper_tune, steps=tuning_steps, **modes["naive"])),
+            "fast preset": (dataclasses.replace(fast_inv, **{k: v for k, v in modes["fast"].items() if k != "precision"}),
+                            dataclasses.replace(fast_tune, steps=tuning_steps,
+                                                **{k: v for k, v in modes["fast"].items() if k != "precision"})),
+        }
+        results_ttq = {name: time_to_quality(G, target, *configs) for name, configs in runs.items()}
+        elapsed, mses, _ = results_ttq["paper settings, naive loops"]
+        goal, paper_wall = mses[-1], elapsed[-1]
+        print(f"time-to-quality: goal = the paper settings' final MSE {goal:.4f} ({inversion_steps} + {tuning_steps} "
+              f"steps, lr {paper_inv.lr} / {paper_tune.lr}, fp32)")
+        for name, (inv, tune) in runs.items():
+            elapsed, mses, inv_s = results_ttq[name]
             hit = next((t for t, m in zip(elapsed, mses) if m <= goal), None)
-            reached[name] = hit
-            print(f"  {name}: inversion {inv_s:.1f} s, reached goal at "
-                  f"{'never' if hit is None else f'{hit:.1f} s'}; final MSE {mses[-1]:.4f}")
-        if reached["fast"] and reached["naive"]:
-            print(f"  time-to-quality ratio naive/fast: {reached['naive'] / reached['fast']:.2f}x")
+            print(f"  {name} ({inv.steps} inversion steps {inv.precision}, tuning lr {tune.lr} {tune.precision}): "
+                  f"inversion {inv_s:.1f} s, reached the goal at {'never' if hit is None else f'{hit:.1f} s'}; "
+                  f"final MSE {mses[-1]:.4f} at {elapsed[-1]:.1f} s")
+            if name == "fast preset" and hit is not None:
+                print(f"  fast preset / paper settings (same run): {hit / paper_wall:.2f}")
+                if size in REFERENCE and device.type == "cpu" and (inversion_steps, tuning_steps) == (450, 350):
+                    reference_wall = 450 * REFERENCE[size][0] + 350 * REFERENCE[size][1]
+                    print(f"  fast preset / reference PTI code's wall time for 450 + 350 steps "
+                          f"({reference_wall:.1f} s from the issue's per-step figures): {hit / reference_wall:.2f}")
     if args.quality:
         print("\n## paper defaults on sg2ada_tiny + astronaut (ST-LPIPS as metric and loss)")
         print(json.dumps(quality(450, 350)))

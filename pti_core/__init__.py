@@ -43,6 +43,8 @@ _EXPORTS = {
     "TuningConfig": ".tune",
     "Locality": ".tune",
     "TunedGenerator": ".tune",
+    "preset": ".presets",
+    "presets": ".presets",
     "load_direction": ".directions",
     "apply_directions": ".directions",
     "sefa": ".directions",

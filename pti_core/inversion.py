@@ -256,10 +256,11 @@ def invert(G: nn.Module, target: Any, *, config: InversionConfig | None = None,
             translate = torch.tensor(config.transform_init[:2], device=device).repeat(batch, 1).requires_grad_(True)
             angle = torch.full([batch], math.radians(config.transform_init[2]), device=device).requires_grad_(True)
             params += [translate, angle]  # [B, 2] image widths, [B] radians
-        optimizer = torch.optim.Adam(params, lr=config.lr, betas=config.betas)
+        optimizer = rt.adam(params, lr=config.lr, betas=config.betas)
         perceptual = perceptual_model(config.perceptual, device,
                                       channels_last=rt.use_channels_last(config.channels_last, device,
-                                                                         config.precision))
+                                                                         config.precision),
+                                      dtype=rt.PRECISIONS[config.precision])
         fused = rt.use_fused_modconv(config.fused_modconv, device)
         with torch.no_grad():
             target_features = perceptual.features(target, max_size=config.perceptual_size)

@@ -170,6 +170,7 @@ class LPIPSModel(nn.Module):
         """Returns the channel-normalised trunk features of ``x`` ``[B, 3, H, W]`` in [-1, 1]."""
         x = self._resize(x, max_size)
         x = (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
+        x = x.to(self.lins[0].weight.dtype)  # the trunk's storage type (float32 unless built for bf16/fp16)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         outs = self.trunk(x)
@@ -255,20 +256,27 @@ def _build(kind: str) -> LPIPSModel:
                       torch.tensor([-0.030, -0.088, -0.188]), torch.tensor([0.458, 0.448, 0.450]))
 
 
-def perceptual_model(kind: str, device: torch.device | str = "cpu", *, channels_last: bool = False) -> LPIPSModel:
-    """Returns the frozen perceptual distance ``kind`` on ``device`` (cached per kind, device and layout).
+def perceptual_model(kind: str, device: torch.device | str = "cpu", *, channels_last: bool = False,
+                     dtype: torch.dtype | None = None) -> LPIPSModel:
+    """Returns the frozen perceptual distance ``kind`` on ``device`` (cached per kind, device, layout, dtype).
 
     ``channels_last`` stores the trunk (and feeds it) in NHWC, faster with bf16/fp16 and on CUDA.
+    ``dtype`` (e.g. ``torch.bfloat16`` for a bf16 autocast loop) stores the trunk in that type and
+    casts inputs to it: autocast would otherwise re-cast the frozen float32 weights on every call
+    (autocast caches casts of trainable weights only); distances are still returned as float32.
 
     Raises:
         ConfigError: unknown kind.
         MissingFileError: a backbone file is missing (nothing is downloaded).
     """
-    key = (kind, str(torch.device(device)), bool(channels_last))
+    dtype = torch.float32 if dtype is None else dtype
+    key = (kind, str(torch.device(device)), bool(channels_last), dtype)
     with _LOCK:
         model = _CACHE.get(key)
         if model is None:
             model = _build(kind).to(device)
+            model.trunk.to(dtype)
+            model.lins.to(dtype)
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
                 model.channels_last = True

@@ -84,7 +84,7 @@ class TuningConfig:
         preview_every: pass a preview to ``progress`` every this many steps (0 = never).
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` autocast (weights stay float32).
         compile: ``torch.compile`` the tuned synthesis network (CUDA only).
-        fused_modconv: modulated-conv path; None = auto (fused on CUDA, non-fused on CPU).
+        fused_modconv: modulated-conv path; None = auto (fused on CUDA, and on CPU for one image).
         channels_last: NHWC perceptual net; None = auto (on CUDA or with bf16/fp16).
     """
 
@@ -238,10 +238,11 @@ def _tune_one(G: nn.Module, target: torch.Tensor, ws: torch.Tensor, config: Tuni
     params = [p for _, p in tunable_parameters(tuned)]
     for p in params:
         p.requires_grad_(True)
-    optimizer = torch.optim.Adam(params, lr=config.lr)
+    optimizer = rt.adam(params, lr=config.lr)
     perceptual = perceptual_model(config.perceptual, device,
-                                  channels_last=rt.use_channels_last(config.channels_last, device, config.precision))
-    fused = rt.use_fused_modconv(config.fused_modconv, device)
+                                  channels_last=rt.use_channels_last(config.channels_last, device, config.precision),
+                                  dtype=rt.PRECISIONS[config.precision])
+    fused = rt.use_fused_modconv(config.fused_modconv, device, train_weights=True, batch=ws.shape[0])
     with torch.no_grad():
         target_features = perceptual.features(target)
     synthesis = rt.synthesis_fn(tuned, compile=config.compile)

@@ -14,6 +14,7 @@ thread of a 2-core machine); the paper's step counts (450 + 350) stay the librar
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -42,8 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--perceptual", choices=PERCEPTUAL_CHOICES, default="auto",
                         help="perceptual backbone; auto = LPIPS-VGG (inversion) / LPIPS-AlexNet (tuning) when "
                              "torchvision's files are cached, else the bundled ST-LPIPS AlexNet")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                        help="autocast precision of the loops")
+    parser.add_argument("--preset", choices=("paper", "fast"), default="paper",
+                        help="paper: the paper's settings (450 + 350 steps, fp32); fast: 100 inversion steps, "
+                             "tuning lr 3e-3, bf16 where native (see pti_core.presets); flags below override")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
+                        help="autocast precision of the loops (default: the preset's)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the generator (CUDA)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the optimisation noise")
@@ -135,10 +139,11 @@ def run(args: argparse.Namespace) -> int:
     from .. import defaults
     from ..errors import ConfigError, OutputExistsError
     from ..imageio import load_image, prepare_target, save_image
-    from ..inversion import InversionConfig, invert
+    from ..inversion import invert
     from ..latents import save_latent
     from ..metrics import identity_distance, lpips_distance, mse, psnr
-    from ..tune import Locality, TuningConfig, pivotal_tune
+    from ..presets import preset
+    from ..tune import Locality, pivotal_tune
 
     started = time.time()
     if args.threads is not None:
@@ -182,21 +187,25 @@ def run(args: argparse.Namespace) -> int:
         target = photo  # centre crop + antialiased resize in prepare_target
     target = prepare_target(target, G.img_resolution)  # [1, 3, R, R]
 
-    inversion_steps = args.inversion_steps or (DEMO_INVERSION_STEPS if demo else InversionConfig.steps)
-    tuning_steps = args.tuning_steps or (DEMO_TUNING_STEPS if demo else TuningConfig.steps)
+    inversion_preset, tuning_preset = preset(args.preset, device)
+    inversion_steps = args.inversion_steps or (DEMO_INVERSION_STEPS if demo else inversion_preset.steps)
+    tuning_steps = args.tuning_steps or (DEMO_TUNING_STEPS if demo else tuning_preset.steps)
     invert_kind, note = _perceptual(args.perceptual, "invert")
     tune_kind, note2 = _perceptual(args.perceptual, "tune")
     for message in {note, note2} - {None}:
         _say(f"note: {message}")
-    inversion_config = InversionConfig(space=args.space, steps=inversion_steps, perceptual=invert_kind,
-                                       seed=args.seed, precision=args.precision, compile=args.compile)
+    inversion_config = dataclasses.replace(inversion_preset, space=args.space, steps=inversion_steps,
+                                           perceptual=invert_kind, seed=args.seed,
+                                           precision=args.precision or inversion_preset.precision,
+                                           compile=args.compile)
     # The paper's early stop (LPIPS-AlexNet <= 0.06) and lr assume the real LPIPS at >= 256 px. The demo's
     # 64 px model with the bundled ST-LPIPS (another scale) stops long before the pixels match; it tunes
     # all steps at lr 3e-3 instead (measured in pti_core/data/MODEL_CARD.md).
     demo_tuning = {"lr": 3e-3, "lpips_threshold": 0.0} if shipped and tune_kind == "stlpips-alex" else {}
-    tuning_config = TuningConfig(steps=tuning_steps, perceptual=tune_kind, seed=args.seed,
-                                 locality=Locality() if args.locality else None,
-                                 precision=args.precision, compile=args.compile, **demo_tuning)
+    tuning_config = dataclasses.replace(tuning_preset, steps=tuning_steps, perceptual=tune_kind, seed=args.seed,
+                                        locality=Locality() if args.locality else None,
+                                        precision=args.precision or tuning_preset.precision,
+                                        compile=args.compile, **demo_tuning)
 
     # directions (edits with the tuned generator)
     strengths = args.strength or [-3.0, 3.0]

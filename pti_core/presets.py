@@ -1,0 +1,74 @@
+"""Named pairs of inversion and tuning settings: the paper's, and a faster one for a CPU or a quick look.
+
+* ``"paper"``: :class:`InversionConfig` and :class:`TuningConfig` defaults, i.e. the paper and
+  the reference code (450 inversion steps at lr 0.01, 350 tuning steps at lr 3e-4, float32).
+* ``"fast"``: 100 inversion steps; tuning at lr 3e-3; bfloat16 autocast where the hardware
+  runs it natively (CUDA, or a CPU whose oneDNN has bf16 kernels: AVX512-BF16 / AMX), else
+  float32. Same losses, same early stop. On the benchmark generators it reaches the paper
+  settings' final reconstruction MSE in about a fifth of their wall time (``bench/pti.py``,
+  bench/RESULTS.md). The ten times larger tuning lr is the one measured on the shipped 64 px face
+  model (pti_core/data/MODEL_CARD.md); it was not checked on 1024 px FFHQ models (none here), so
+  use ``"paper"`` for final results on those.
+
+Examples:
+    >>> from pti_core.presets import preset
+    >>> inversion_config, tuning_config = preset("paper")
+    >>> inversion_config.steps, tuning_config.lr
+    (450, 0.0003)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from .errors import ConfigError
+from .inversion import InversionConfig
+from .tune import TuningConfig
+
+PRESETS = ("paper", "fast")
+FAST_INVERSION_STEPS = 100
+FAST_TUNING_LR = 3e-3
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Returns whether bfloat16 autocast runs on native kernels on ``device`` (else it is emulated and slow)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def preset(name: str, device: torch.device | str = "cpu", **overrides) -> tuple[InversionConfig, TuningConfig]:
+    """Returns ``(InversionConfig, TuningConfig)`` of the preset ``name`` for ``device``.
+
+    Args:
+        name: ``"paper"`` or ``"fast"`` (see the module docstring).
+        device: where the loops will run (decides the fast preset's precision).
+        **overrides: fields set on both configs where they exist (e.g. ``perceptual``, ``seed``,
+            ``preview_every``); ``steps`` / ``lr`` are left to the caller, as they differ per stage.
+
+    Raises:
+        ConfigError: unknown preset name or override field.
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {name!r}")
+    inversion, tuning = InversionConfig(), TuningConfig()
+    if name == "fast":
+        precision = "bf16" if native_bf16(device) else "fp32"
+        inversion = dataclasses.replace(inversion, steps=FAST_INVERSION_STEPS, precision=precision)
+        tuning = dataclasses.replace(tuning, lr=FAST_TUNING_LR, precision=precision)
+    inversion_fields = {f.name for f in dataclasses.fields(InversionConfig)}
+    tuning_fields = {f.name for f in dataclasses.fields(TuningConfig)}
+    unknown = set(overrides) - inversion_fields - tuning_fields
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {', '.join(sorted(unknown))}")
+    inversion = dataclasses.replace(inversion, **{k: v for k, v in overrides.items() if k in inversion_fields})
+    tuning = dataclasses.replace(tuning, **{k: v for k, v in overrides.items() if k in tuning_fields})
+    return inversion, tuning
+
+
+__all__ = ["PRESETS", "preset", "native_bf16", "FAST_INVERSION_STEPS", "FAST_TUNING_LR"]
