@@ -6,7 +6,8 @@ go in as ``[N, 3, H, W]`` in [-1, 1] and are resized / normalised the way the ch
 Weights come from a file the user has, never from the network:
 
 * ``*.safetensors`` (preferred): an ``open_clip`` / OpenAI-layout state dict.
-* ``*.bin`` / ``*.pt`` / ``*.pth``: read with ``torch.load(weights_only=True)``; an ``open_clip``
+* ``*.bin`` / ``*.pt`` / ``*.pth``: read with the pack's restricted ``torch.save`` reader
+  (:mod:`pti_core.generators.unpickler`, nothing in the file runs); an ``open_clip``
   training checkpoint (``{"state_dict": ...}``, ``module.`` prefixes) is unwrapped.
 * OpenAI's original ``ViT-B-32.pt`` is a TorchScript archive: its tensors are read from the zip
   with an allow-listed unpickler (no TorchScript code is loaded or run).
@@ -195,14 +196,9 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
             names = archive.namelist()
         if any(name.endswith("/constants.pkl") for name in names) or any("/code/" in name for name in names):
             return read_torchscript_tensors(path), True
-    try:
-        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise UnsafeCheckpointError(
-            f"{path.name} is not a plain tensor file (torch.load with weights_only refused it: "
-            f"{str(error).splitlines()[0]}); use the open_clip .safetensors or .bin file instead") from error
-    except Exception as error:
-        raise CheckpointError(f"cannot read {path.name} ({error}); use the open_clip .safetensors file") from error
+    from .generators.unpickler import load_torch_file  # noqa: PLC0415
+
+    loaded = load_torch_file(str(path), source=path.name)  # the pack's restricted reader: nothing runs
     if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
@@ -246,10 +242,12 @@ def _rebuild_tensor(storage: torch.Tensor, offset: int, size: Sequence[int], str
 class _TorchScriptUnpickler(pickle.Unpickler):
     """Allow-listed unpickler for a TorchScript archive's ``data.pkl`` (module tree of tensors)."""
 
-    def __init__(self, file, archive: zipfile.ZipFile, prefix: str):
+    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, *, file_size: int, source: str):
         super().__init__(file)
         self._archive = archive
         self._prefix = prefix
+        self._file_size = file_size
+        self._source = source
         self._storages: dict[str, torch.Tensor] = {}
 
     def find_class(self, module: str, name: str) -> Any:
@@ -272,7 +270,14 @@ class _TorchScriptUnpickler(pickle.Unpickler):
             raise CheckpointError("unexpected storage record in the TorchScript archive; the file is damaged")
         _, storage_type, key, _location, numel = pid
         if key not in self._storages:
-            data = bytearray(self._archive.read(f"{self._prefix}data/{key}"))
+            from .generators.unpickler import _read_entry  # noqa: PLC0415
+            name = f"{self._prefix}data/{key}"
+            try:
+                info = self._archive.getinfo(name)
+            except KeyError:
+                raise CheckpointError(f"{self._source}: storage {key!r} is missing from the TorchScript "
+                                      "archive; re-download the file") from None
+            data = bytearray(_read_entry(self._archive, info, self._file_size, self._source))
             tensor = torch.frombuffer(data, dtype=storage_type.dtype) if data else \
                 torch.empty(0, dtype=storage_type.dtype)
             if tensor.numel() < int(numel):
@@ -294,7 +299,12 @@ def read_torchscript_tensors(path: str | Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{path.name} is not a TorchScript archive with one data.pkl")
         prefix = data_names[0][: -len("data.pkl")]
         import io  # noqa: PLC0415
-        root = _TorchScriptUnpickler(io.BytesIO(archive.read(data_names[0])), archive, prefix).load()
+
+        from .generators.unpickler import _read_entry, scan_pickle  # noqa: PLC0415
+        size = path.stat().st_size
+        data = _read_entry(archive, archive.getinfo(data_names[0]), size, path.name)  # stored, fits the file
+        scan_pickle(data, 0, f"{path.name}:{data_names[0]}")  # length-field / memo bombs refused unread
+        root = _TorchScriptUnpickler(io.BytesIO(data), archive, prefix, file_size=size, source=path.name).load()
     tensors: dict[str, torch.Tensor] = {}
 
     def walk(obj: Any, name: str, depth: int) -> None:

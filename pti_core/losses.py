@@ -203,7 +203,13 @@ def _lin_layers(channels: Sequence[int], weights: dict[str, torch.Tensor]) -> li
 
 
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Returns the tensors of a ``torch.save`` file, read with the pack's restricted reader (nothing runs)."""
+    from .generators.unpickler import load_torch_file  # noqa: PLC0415
+
+    state = load_torch_file(str(path), source=path.name)
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise MissingFileError(f"{path} is not a state dict of tensors; delete it and re-download it")
+    return state
 
 
 def _package_file(package: str, *parts: str, hint: str) -> Path:

@@ -581,7 +581,10 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 def read_numpy_pickle(path: str | Path) -> Any:
     """Returns the object of a pickle that may hold only numpy arrays in lists / tuples."""
+    from .generators.unpickler import scan_pickle  # noqa: PLC0415
+
     data = Path(path).read_bytes()
+    scan_pickle(data, 0, Path(path).name)  # truncated / length-field or memo bombs: refused before loading
     try:
         return _NumpyOnlyUnpickler(io.BytesIO(data)).load()
     except UnsafeCheckpointError:
@@ -711,7 +714,7 @@ def load_mapper(path: str | Path) -> LatentMapper:
     """Returns the latent mapper of a StyleCLIP mapper checkpoint (``{"state_dict", "opts"}`` .pt file).
 
     Only the ``mapper.*`` tensors are used (the file also holds a copy of the generator). Read with
-    ``torch.load(weights_only=True)``; StyleSpace mappers (``work_in_stylespace``) are not supported.
+    the pack's restricted ``torch.save`` reader (nothing in the file runs); StyleSpace mappers (``work_in_stylespace``) are not supported.
     """
     path = Path(path)
     if not path.is_file():
@@ -719,13 +722,9 @@ def load_mapper(path: str | Path) -> LatentMapper:
                                f"bobcut, mohawk, purple_hair, surprised, ...) are linked from its utils.py "
                                f"(https://github.com/orpatashnik/StyleCLIP); put them in "
                                f"models/stylegan_directions/styleclip_mappers/")
-    try:
-        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise UnsafeCheckpointError(f"{path.name} holds more than tensors and plain options "
-                                    f"({str(error).splitlines()[0]}); it was refused unread") from error
-    except Exception as error:
-        raise CheckpointError(f"cannot read StyleCLIP mapper {path.name} ({error}); re-download it") from error
+    from .generators.unpickler import load_torch_file  # noqa: PLC0415
+
+    checkpoint = load_torch_file(str(path), source=path.name)  # the pack's restricted reader: nothing runs
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else None
     options = checkpoint.get("opts", {}) if isinstance(checkpoint, Mapping) else {}
     if not isinstance(state, Mapping):

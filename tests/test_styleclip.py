@@ -528,3 +528,49 @@ def test_styleclip_workflow_runs(pack, tiny_setup, clip, monkeypatch):
     assert pasted.shape == photo.shape and float((pasted - photo).abs().max()) > 0.05
     (saved,) = core.saved
     assert saved.shape == (1, 1024, 1024, 3)
+
+
+@pytest.mark.parametrize("case", ["binbytes8", "memo_index", "frame"])
+def test_statistics_pickles_and_clip_archives_with_bomb_length_fields_are_refused_unread(tmp_path, case):
+    """S_mean_std and a TorchScript data.pkl go through the same pre-scan as model pickles."""
+    import psutil
+
+    tib = 1 << 40
+    payload = {"binbytes8": b"\x80\x04\x8e" + tib.to_bytes(8, "little") + b"x" * 64 + b".",
+               "memo_index": b"\x80\x02N" + b"r\xff\xff\xff\xff" + b".",  # a 2**32-entry memo in the C unpickler
+               "frame": b"\x80\x04\x95" + tib.to_bytes(8, "little") + b"N."}[case]
+    statistics = tmp_path / "S_mean_std"
+    statistics.write_bytes(payload)
+    archive = tmp_path / "ViT-B-32.pt"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("ViT-B-32/data.pkl", payload)
+        handle.writestr("ViT-B-32/constants.pkl", pickle.dumps(()))
+        handle.writestr("ViT-B-32/code/__torch__.py", "")
+    before = psutil.Process().memory_info().rss
+    with pytest.raises(CheckpointError, match="S_mean_std"):
+        styleclip.read_numpy_pickle(statistics)
+    with pytest.raises(CheckpointError, match="ViT-B-32"):
+        clip_models.read_torchscript_tensors(archive)
+    assert psutil.Process().memory_info().rss - before < 256 << 20
+
+
+def test_compressed_or_missing_torchscript_entries_are_refused(tmp_path):
+    """torch.jit.save never compresses; a deflated entry (a zip bomb's tool) or a missing storage is refused."""
+    good = pickle.dumps({"w": 1}, protocol=2)
+    compressed = tmp_path / "compressed.pt"
+    with zipfile.ZipFile(compressed, "w", compression=zipfile.ZIP_DEFLATED) as handle:
+        handle.writestr("m/data.pkl", good)
+        handle.writestr("m/code/__torch__.py", "")
+    with pytest.raises(CheckpointError, match="compressed"):
+        clip_models.read_torchscript_tensors(compressed)
+    model = torch.nn.Linear(2, 2)
+    traced = tmp_path / "traced.pt"
+    torch.jit.save(torch.jit.trace(model, torch.zeros(1, 2)), str(traced))
+    assert set(clip_models.read_torchscript_tensors(traced)) == {"weight", "bias"}
+    missing = tmp_path / "missing.pt"
+    with zipfile.ZipFile(traced) as src, zipfile.ZipFile(missing, "w") as dst:
+        for item in src.infolist():
+            if "/data/" not in item.filename:
+                dst.writestr(item, src.read(item.filename))
+    with pytest.raises(CheckpointError, match="missing"):
+        clip_models.read_torchscript_tensors(missing)
