@@ -3,6 +3,7 @@ optional input-transform search, and the unchanged nodes and workflow running on
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -60,27 +61,35 @@ def _move(transform: torch.Tensor) -> tuple[float, float, float]:
 
 @pytest.mark.slow
 def test_pti_on_stylegan3_beats_inversion_on_a_real_photo(sg3):
-    """The StyleGAN2 quality test on StyleGAN3, with the paper's loss: LPIPS <= 1/2 of inversion-only.
+    """The StyleGAN2 quality test on StyleGAN3: MSE <= 1/3 and LPIPS <= 1/2 of inversion-only.
 
-    MSE only reaches <= 0.8 of inversion-only here, not StyleGAN2's 1/3: ``sg3t_tiny`` is a random
-    model whose output starts 20x weaker than the photo (std 0.03 vs 0.55, ``output_scale`` 0.25)
-    and ends in 4-channel layers. Measured (lr 1e-2): MSE ratio 0.70 after 80 steps, 0.42 after
-    200 (plateau); LPIPS ratio 0.04 after 80. The tuning lr is 1e-2 instead of 3e-4 for the same reason.
+    Same inversion (50 steps), loss (MSE + LPIPS, weights 1), metric (stlpips-alex) and bounds as
+    test_tune.py::test_pti_beats_inversion_on_a_real_photo; only the tuning differs: 400 steps at
+    lr 1e-2 instead of 80 at the paper's 3e-4. ``sg3t_tiny`` is a random 10 k-weight model
+    (channel_max 8, last layers 4 channels) whose output is nearly flat (std 0.03 vs the photo's
+    0.55), so inversion-only MSE (0.37) is about the photo's own variance and 1/3 of it means
+    explaining ~70 % of the photo; the paper's lr assumes a pretrained model already close to it
+    (sg2ada_tiny, 235 k weights, starts at MSE 0.77 and needs 0.26). Measured (1 thread, MSE / LPIPS
+    ratio): paper settings (450 + 350 steps, lr 3e-4) 0.75 / 0.47; lr 1e-2: 0.39 after 200 steps,
+    0.36 after 300, 0.19 after 400 (inversion seeds 1-3: 0.25, 0.28, 0.25), 0.14 after 1000: the slow
+    fall is optimisation, not a floor (the band limit of the critically sampled last layers costs
+    only 1-3 % of inversion-only MSE; gradients match float64 finite differences, see
+    test_synthesis_gradients_match_finite_differences). About 30 s CPU on one thread.
     """
     G = sg3
     before = _state(G)
     target = prepare_target(load_image(realworld("photos", "astronaut.png")), G.img_resolution)
-    inversion = invert(G, target, config=InversionConfig(steps=30, perceptual="stlpips-alex", preview_every=0))
+    inversion = invert(G, target, config=InversionConfig(steps=50, perceptual="stlpips-alex", preview_every=0))
     assert G.synthesis.noise_buffers() == {}  # nothing but w was optimised
     tuned = pivotal_tune(G, target, inversion.ws,
-                         config=TuningConfig(steps=80, lr=1e-2, perceptual="stlpips-alex",
+                         config=TuningConfig(steps=400, lr=1e-2, perceptual="stlpips-alex",
                                              lpips_threshold=0.0, preview_every=0)).generator
     with torch.no_grad():
         reconstruction = tuned.synthesis(inversion.ws).clamp(-1, 1)
     inv_mse, pti_mse = mse(inversion.image, target).item(), mse(reconstruction, target).item()
     inv_lpips = lpips_distance(inversion.image, target, net="stlpips-alex").item()
     pti_lpips = lpips_distance(reconstruction, target, net="stlpips-alex").item()
-    assert pti_mse <= 0.8 * inv_mse, (pti_mse, inv_mse)
+    assert pti_mse <= inv_mse / 3, (pti_mse, inv_mse)
     assert pti_lpips <= inv_lpips / 2, (pti_lpips, inv_lpips)
     assert _unchanged(G, before)
     state = tuned.state_dict()
@@ -91,6 +100,43 @@ def test_pti_on_stylegan3_beats_inversion_on_a_real_photo(sg3):
              if k.startswith("synthesis.") and not torch.equal(state[k], before[k])}
     assert moved == {k for k, _ in G.named_parameters()
                      if k.startswith("synthesis.") and not k.startswith("synthesis.input.")}
+
+
+def test_synthesis_gradients_match_finite_differences(sg3):
+    """Tuning's gradients through the whole synthesis equal float64 central differences.
+
+    One random direction per layer (its weight, bias and affine together) and one for ``ws``;
+    the generator runs in float64 (``.double()``). Measured: relative error <= 4e-6 (the bound,
+    1e-3, leaves room for leaky ReLU kinks crossed by the 1e-7 step); a backward with a 0.25 instead
+    of 0.2 leaky slope fails it.
+    """
+    G = copy.deepcopy(sg3).double()
+    gen = torch.Generator().manual_seed(0)
+    ws = G.mapping.w_avg.reshape(1, 1, -1) + 0.3 * torch.randn(1, G.num_ws, G.w_dim, dtype=torch.float64,
+                                                               generator=gen)  # [1, 16, 32]
+    target = prepare_target(load_image(realworld("photos", "astronaut.png")), G.img_resolution).double()
+    groups = {name: list(layer.parameters()) for name, layer in G.synthesis.layers()}
+    groups["ws"] = [ws]
+    tensors = [t for group in groups.values() for t in group]
+    for t in tensors:
+        t.requires_grad_(True)
+    grads = dict(zip(map(id, tensors), torch.autograd.grad((G.synthesis(ws) - target).square().mean(), tensors)))
+    eps = 1e-7
+    with torch.no_grad():
+        for name, group in groups.items():
+            directions = [torch.randn(t.shape, dtype=torch.float64, generator=gen) for t in group]
+            norm = math.sqrt(sum(float(d.square().sum()) for d in directions))
+            analytic = sum(float((grads[id(t)] * d).sum()) for t, d in zip(group, directions)) / norm
+            losses = []
+            for sign in (1, -1):
+                for t, d in zip(group, directions):
+                    t.add_(sign * eps / norm * d)
+                losses.append(float((G.synthesis(ws) - target).square().mean()))
+                for t, d in zip(group, directions):
+                    t.sub_(sign * eps / norm * d)
+            numeric = (losses[0] - losses[1]) / (2 * eps)
+            assert abs(numeric - analytic) <= 1e-3 * abs(analytic) + 1e-9, (name, numeric, analytic)
+            assert abs(analytic) > 1e-6, name  # every layer is on the gradient path
 
 
 def test_transform_search_finds_the_shift_of_a_moved_image(sg3):

@@ -9,8 +9,9 @@ resolution, any number of layers.
 Numerics follow NVIDIA's reference (non-CUDA) paths: Fourier-feature input with its user
 ``transform``, modulated convolution with input-magnitude normalisation (``magnitude_ema``), and
 the filtered leaky ReLU of :mod:`.filtered_lrelu`. Always computes in float32 (``num_fp16_res``
-is accepted and recorded). StyleGAN3 has no noise inputs: ``noise_mode``/``noise`` are accepted
-and ignored, so the same calls work for StyleGAN2 and StyleGAN3.
+is accepted and recorded); a generator converted with ``.double()`` computes in float64 (for
+gradient checks against finite differences). StyleGAN3 has no noise inputs: ``noise_mode`` and
+``noise`` are accepted and ignored, so the same calls work for StyleGAN2 and StyleGAN3.
 
 The same public API as :mod:`.stylegan2`: ``G.mapping``, ``G.synthesis``, ``G.num_ws``,
 ``G.synthesis.style_layers()``, ``compute_styles`` and a ``styles=`` override (StyleSpace),
@@ -37,6 +38,11 @@ __all__ = ["Generator", "SynthesisNetwork", "SynthesisLayer", "SynthesisInput", 
            "make_transform", "input_transform"]
 
 FullyConnectedLayer = stylegan2.FullyConnectedLayer
+
+
+def _compute_dtype(parameter: torch.Tensor) -> torch.dtype:
+    """Returns float64 for a generator converted with ``.double()``, else float32 (always, as NVIDIA)."""
+    return torch.float64 if parameter.dtype == torch.float64 else torch.float32
 
 
 def make_transform(translate: Sequence[float] | torch.Tensor = (0.0, 0.0),
@@ -140,7 +146,7 @@ class SynthesisInput(nn.Module):
             transform: ``[3, 3]`` or ``[N, 3, 3]`` input transform used instead of the buffer.
         """
         batch = w.shape[0]
-        transforms = self.transform if transform is None else transform.to(w.device, torch.float32)
+        transforms = self.transform if transform is None else transform.to(w.device, _compute_dtype(w))
         if transforms.ndim == 2:
             transforms = transforms.unsqueeze(0)  # [1 or N, 3, 3]
         if transforms.shape[1:] != (3, 3) or transforms.shape[0] not in (1, batch):
@@ -285,10 +291,11 @@ class SynthesisLayer(nn.Module):
                 magnitude = x.detach().to(torch.float32).square().mean()
                 self.magnitude_ema.copy_(magnitude.lerp(self.magnitude_ema, self.magnitude_ema_beta))
         input_gain = self.magnitude_ema.rsqrt()
-        styles = self.affine(w) if style is None else style.to(torch.float32)  # [N, I]
+        dtype = _compute_dtype(self.weight)
+        styles = self.affine(w) if style is None else style.to(dtype)  # [N, I]
         if self.is_torgb:
             styles = styles * (1 / np.sqrt(self.in_channels * self.conv_kernel ** 2))
-        x = modulated_conv2d(x.to(torch.float32), self.weight, styles, padding=self.conv_kernel - 1,
+        x = modulated_conv2d(x.to(dtype), self.weight, styles, padding=self.conv_kernel - 1,
                              demodulate=not self.is_torgb, input_gain=input_gain)
         return filtered_lrelu(x, self.up_filter, self.down_filter, self.bias.to(x.dtype),
                               up=self.up_factor, down=self.down_factor, padding=self.padding,
@@ -394,7 +401,8 @@ class SynthesisNetwork(stylegan2.StyleSpaceMixin, nn.Module):
         if noise_mode not in ("const", "random", "none"):
             raise ValueError(f"noise_mode must be 'const', 'random' or 'none', got {noise_mode!r}")
         self._check_ws(ws)
-        ws = ws.to(torch.float32)
+        dtype = _compute_dtype(self.input.weight)
+        ws = ws.to(dtype)
         if styles:
             unknown = set(styles) - set(self.layer_names)
             if unknown:
@@ -409,7 +417,7 @@ class SynthesisNetwork(stylegan2.StyleSpaceMixin, nn.Module):
                 intermediates[name] = x
         if self.output_scale != 1:
             x = x * self.output_scale
-        x = x.to(torch.float32)
+        x = x.to(dtype)
         return (x, intermediates) if return_intermediates else x
 
     def extra_repr(self) -> str:
