@@ -290,24 +290,47 @@ def perceptual_model(kind: str, device: torch.device | str = "cpu", *, channels_
     return model
 
 
+def _autocorrelation_terms(n: torch.Tensor) -> torch.Tensor:
+    """Returns ``mean(n * roll_x(n))^2 + mean(n * roll_y(n))^2`` per map of ``n`` ``[K, 1, H, W]`` -> ``[K]``."""
+    return ((n * torch.roll(n, shifts=1, dims=3)).mean(dim=[1, 2, 3]).square()
+            + (n * torch.roll(n, shifts=1, dims=2)).mean(dim=[1, 2, 3]).square())
+
+
 def noise_regularization(noises: Sequence[torch.Tensor]) -> torch.Tensor:
     """Returns the projector's noise regulariser: squared 1-pixel autocorrelations over a pyramid.
 
     For each noise map ``n`` ``[H, W]`` (or a batch ``[N, 1, H, W]``, summed over N):
     ``mean(n * roll(n, 1, x))^2 + mean(n * roll(n, 1, y))^2``, repeated on 2x average-pooled
-    maps down to 8x8.
+    maps down to 8x8 (maps smaller than 8x8 count once, at their size).
+
+    All maps of one size, their own or pooled from larger ones, are stacked and handled by one
+    set of operations (a few dozen per step instead of hundreds for a 1024 px generator's 17 maps).
     """
-    total = None
+    by_size: dict[tuple[int, int], list[torch.Tensor]] = {}
     for noise in noises:
         n = noise.reshape(-1, 1, *noise.shape[-2:])  # [N, 1, H, W]
-        while True:
-            term = ((n * torch.roll(n, shifts=1, dims=3)).mean(dim=[1, 2, 3]).square()
-                    + (n * torch.roll(n, shifts=1, dims=2)).mean(dim=[1, 2, 3]).square()).sum()
-            total = term if total is None else total + term
-            if n.shape[-1] <= 8:
-                break
-            n = F.avg_pool2d(n, kernel_size=2)
-    return total if total is not None else torch.zeros([])
+        by_size.setdefault(tuple(n.shape[-2:]), []).append(n)
+    if not by_size:
+        return torch.zeros([])
+    terms = []
+    size = max(by_size, key=lambda hw: hw[-1])
+    carried: list[torch.Tensor] = []
+    while True:  # down the pyramid from the largest size: every map met on the way joins the stack
+        group = by_size.pop(size, []) + carried
+        stack = torch.cat(group) if len(group) > 1 else group[0]  # [K, 1, H, W]
+        terms.append(_autocorrelation_terms(stack).sum())
+        if size[-1] <= 8:
+            break
+        carried = [F.avg_pool2d(stack, kernel_size=2)]
+        size = tuple(carried[0].shape[-2:])
+    for maps in by_size.values():  # maps off that path (smaller than 8 px, or of other sizes): one by one
+        for n in maps:
+            while True:
+                terms.append(_autocorrelation_terms(n).sum())
+                if n.shape[-1] <= 8:
+                    break
+                n = F.avg_pool2d(n, kernel_size=2)
+    return torch.stack(terms).sum()
 
 
 __all__ = ["PERCEPTUAL_KINDS", "BACKBONE_FILES", "LPIPSModel", "perceptual_model", "backbone_file",

@@ -162,3 +162,28 @@ def test_lpips_model_is_frozen():
     assert isinstance(model, LPIPSModel)
     assert not model.training
     assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_noise_regularization_stacked_equals_the_per_map_pyramid():
+    """Stacking maps of one size (own or pooled) changes nothing: value and gradients as map by map."""
+    def per_map(noises):
+        total = 0.0
+        for noise in noises:
+            n = noise.reshape(-1, 1, *noise.shape[-2:])
+            while True:
+                total = total + ((n * torch.roll(n, 1, dims=3)).mean(dim=[1, 2, 3]).square()
+                                 + (n * torch.roll(n, 1, dims=2)).mean(dim=[1, 2, 3]).square()).sum()
+                if n.shape[-1] <= 8:
+                    break
+                n = torch.nn.functional.avg_pool2d(n, 2)
+        return total
+
+    generator = torch.Generator().manual_seed(0)
+    for sizes in ([4, 8, 8, 16, 16, 32, 32, 64, 64], [64, 16], [32, 6, 12], [4]):
+        noises = [(torch.randn(2, 1, s, s, generator=generator, dtype=torch.float64)
+                   + torch.randn(2, 1, 1, s, generator=generator, dtype=torch.float64)).requires_grad_(True)
+                  for s in sizes]
+        got, want = noise_regularization(noises), per_map(noises)
+        assert float(want) > 0.01 and abs(float(got - want)) <= 1e-12 * float(want)
+        for a, b in zip(torch.autograd.grad(got, noises), torch.autograd.grad(want, noises)):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)
