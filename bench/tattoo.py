@@ -8,6 +8,10 @@ edit. Inside the mark's pixels we measure, for the pivot generator and the tuned
   fraction of the same in the marked photo (1 = the mark is fully there, 0 = gone);
 * ``error``: mean |edited - marked photo| inside the mark (on [-1, 1] images).
 
+and, on the clean photo, the landmark label (``pti_core.labels``: mouth openness, yaw) of the
+unedited and the edited frame, to show the edit does what it says. Strengths are in the learned
+directions' unit: standard deviations of the model's samples along the direction.
+
 It also reports the clean (unmarked) PTI figures: ST-LPIPS of the pivot and of the tuned
 reconstruction to the aligned photo.
 
@@ -30,7 +34,7 @@ import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = REPO.parent / "shared" / "realworld" / "photos"
-DEFAULT_MODEL = REPO / "pti_core" / "data" / "dcgan_faces_sg2_64.safetensors"
+DEFAULT_MODEL = REPO / "pti_core" / "data" / "stylegan" / "dcgan_faces_sg2_64.safetensors"
 
 
 def mark_pattern(size: int, centre: tuple[float, float], *, radius: int = 3) -> torch.Tensor:
@@ -89,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from pti_core.generators.checkpoints import load_generator
     from pti_core.imageio import nchw_to_pil
     from pti_core.inversion import InversionConfig, invert
+    from pti_core.labels import label_images
     from pti_core.losses import perceptual_model
     from pti_core.tune import TuningConfig, pivotal_tune
 
@@ -128,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
                                       "mse_pivot": float((rendered["pivot"]["none"] - clean).square().mean()),
                                       "mse_tuned": float((rendered["tuned"]["none"] - clean).square().mean())}
                     entry["clean"]["ratio"] = entry["clean"]["stlpips_tuned"] / entry["clean"]["stlpips_pivot"]
+                    # Did the edit do what it says? Landmark label of the edited frame minus the
+                    # unedited one (same shared box, mirror + box-jitter averaged; pti_core.labels).
+                    for g, imgs in rendered.items():
+                        for k in ("mouth_open", "yaw"):
+                            values, _ = label_images(torch.cat([imgs["none"], imgs[k]]), k, box="shared",
+                                                     mirror=True, jitter=2)
+                            entry["clean"][f"{k}_label_{g}"] = [round(float(v), 3) for v in values]
                 else:
                     entry["marked"] = {g: {k: mark_figures(img, marked, mask) for k, img in imgs.items()}
                                        for g, imgs in rendered.items()}
@@ -140,13 +152,16 @@ def main(argv: list[str] | None = None) -> int:
         results["photos"][photo] = entry
         print(json.dumps({photo: entry}), flush=True)
 
-    print("\n| photo | clean ST-LPIPS pivot | tuned | ratio | edit | mark contrast pivot | tuned | mark error pivot | tuned |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| photo | clean ST-LPIPS pivot | tuned | ratio | edit | label unedited -> edited, tuned (clean photo) "
+          "| mark contrast pivot | tuned | mark error pivot | tuned |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for photo, entry in results["photos"].items():
         for edit in edits:
             p, t = entry["marked"]["pivot"][edit], entry["marked"]["tuned"][edit]
+            label = entry["clean"].get(f"{edit}_label_tuned")
+            label = f"{label[0]:.3f} -> {label[1]:.3f}" if label else ""
             print(f"| {photo} | {entry['clean']['stlpips_pivot']:.3f} | {entry['clean']['stlpips_tuned']:.3f} | "
-                  f"{entry['clean']['ratio']:.2f} | {edit} | {p['contrast']:.2f} | {t['contrast']:.2f} | "
+                  f"{entry['clean']['ratio']:.2f} | {edit} | {label} | {p['contrast']:.2f} | {t['contrast']:.2f} | "
                   f"{p['error']:.3f} | {t['error']:.3f} |")
     return 0
 

@@ -810,51 +810,15 @@ def direction_from_latents(ws_from: Any, ws_to: Any, *, per_layer: bool = False,
                            "raw_norm": float(diff.norm())})
 
 
-def direction_from_labels(ws: Any, labels: Any, *, score_fraction: float = 0.2, weight_decay: float = 1e-3,
-                          max_iterations: int = 200, name: str = "learned") -> Direction:
-    """Returns an InterFaceGAN-style boundary normal in W fitted to labelled latents.
+LEARN_METHODS = ("ridge", "logistic")
+LEARN_UNITS = ("std", "unit")
 
-    Fits a linear classifier (L2-regularised logistic regression, full-batch L-BFGS in float64
-    with torch; no scikit-learn) on centred w and returns its unit normal, signed so that positive
-    strengths give more of the label.
 
-    Args:
-        ws: ``[N, w_dim]`` or ``[N, num_ws, w_dim]`` (rows are averaged: use W latents).
-        labels: ``[N]`` binary (0/1, bool) or continuous scores; for scores the top and bottom
-            ``score_fraction`` of samples become positives and negatives (InterFaceGAN's recipe).
-        score_fraction: fraction taken from each end of the scores (0 < f <= 0.5).
-        weight_decay: L2 penalty on the normal.
-        max_iterations: L-BFGS iterations.
-
-    Returns:
-        A single :class:`Direction` ``[1, 1, w_dim]``; ``info`` has the training accuracy and counts.
-
-    Raises:
-        ConfigError: fewer than two samples of each class, or mismatched lengths.
-    """
-    w = _as_ws(ws, "ws").mean(1)                                                  # [N, C]
-    y = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
-    y = y.detach().to("cpu", torch.float64).reshape(-1)
-    if y.numel() != w.shape[0]:
-        raise ConfigError(f"got {w.shape[0]} latents but {y.numel()} labels")
-    if not torch.isfinite(y).all():
-        raise ConfigError("labels contain NaN or infinite values")
-    binary = bool(((y == 0) | (y == 1)).all())
-    if not binary:
-        if not 0 < score_fraction <= 0.5:
-            raise ConfigError(f"score_fraction must be in (0, 0.5], got {score_fraction}")
-        n = max(2, int(round(y.numel() * score_fraction)))
-        order = torch.argsort(y)
-        keep = torch.cat([order[:n], order[-n:]])
-        w, y = w[keep], torch.cat([torch.zeros(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64)])
+def _fit_logistic(x: torch.Tensor, y: torch.Tensor, *, weight_decay: float, max_iterations: int):
+    """L2-regularised logistic regression (full-batch L-BFGS, float64); returns ``(normal, bias)``."""
     num_pos, num_neg = int((y == 1).sum()), int((y == 0).sum())
-    if min(num_pos, num_neg) < 2:
-        raise ConfigError(f"need at least 2 positive and 2 negative samples, got {num_pos} and {num_neg}")
     with torch.inference_mode(False), torch.enable_grad():                     # works inside ComfyUI too
-        w, y = w.clone(), y.clone()
-        centred = w - w.mean(0)
-        scale = centred.std(0).mean().clamp_min(1e-12)                          # one scalar keeps the geometry
-        x = centred / scale
+        x, y = x.clone(), y.clone()
         normal = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
         bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
         pos_weight = torch.tensor(num_neg / num_pos, dtype=torch.float64)       # balance the classes
@@ -870,19 +834,143 @@ def direction_from_labels(ws: Any, labels: Any, *, score_fraction: float = 0.2, 
             return loss
 
         optimiser.step(closure)
-        normal, bias, x = normal.detach(), bias.detach(), x.detach()
-    if float(normal.norm()) <= 1e-12:
-        raise DirectionError("the labels are not linearly separable in W at all; no direction was found")
-    with torch.no_grad():
+    return normal.detach(), bias.detach()
+
+
+def direction_from_labels(ws: Any, labels: Any, *, method: str = "logistic", score_fraction: float = 0.2,
+                          weight_decay: float = 1e-3, ridge_alpha: float = 0.5, max_iterations: int = 200,
+                          unit: str = "std", condition: Sequence[Any] = (), name: str = "learned") -> Direction:
+    """Returns an InterFaceGAN-style boundary normal in W fitted to labelled latents.
+
+    Two fits (no scikit-learn), both on w centred and divided by one scalar (the mean per-dimension
+    standard deviation, so the geometry of W is kept):
+
+    * ``"logistic"``: L2-regularised logistic regression (full-batch L-BFGS, float64) on binary
+      labels; continuous scores are first cut into their top and bottom ``score_fraction``
+      (InterFaceGAN's recipe).
+    * ``"ridge"``: ridge regression of continuous scores on all samples,
+      ``normal = (X^T X + ridge_alpha * N * I)^-1 X^T (y - mean y)``. Uses every sample rather
+      than the extremes; the penalty pulls the normal towards W's high-variance directions, where
+      moving stays on the generator's manifold. On the embedded 64 px model's mouth labels
+      (3,600 samples) the held-out correlation of the projection with the labels was 0.80
+      (logistic, extremes) vs 0.85 (ridge); a 3-std edit on 24 samples moved the mean label
+      0.068 -> 0.133 (logistic) vs 0.048 -> 0.174 (ridge, alpha 0.5); alpha 0.05 overfits
+      (0.064 -> 0.142), alpha -> infinity (the label-weighted mean of w) follows W's largest
+      components and changes lighting and identity more than the mouth.
+
+    The normal is signed so that positive strengths give more of the label.
+
+    Args:
+        ws: ``[N, w_dim]`` or ``[N, num_ws, w_dim]`` (rows are averaged: use W latents).
+        labels: ``[N]`` binary (0/1, bool) or continuous scores (``"ridge"`` needs scores that are
+            not all equal; binary labels work too).
+        method: ``"logistic"`` or ``"ridge"``.
+        score_fraction: logistic on scores: fraction taken from each end (0 < f <= 0.5).
+        weight_decay: logistic: L2 penalty on the normal.
+        ridge_alpha: ridge: penalty per sample (> 0), in the scaled coordinates.
+        max_iterations: logistic: L-BFGS iterations.
+        condition: directions (single W :class:`Direction` or ``[w_dim]`` vectors) projected out of
+            the fitted normal (InterFaceGAN's conditional manipulation, fixed into the file): the
+            edit then moves no sample along them. On the embedded model the mouth normal had cosine
+            -0.25 with the yaw normal and a 3-std mouth edit turned the head by 0.1 (yaw label);
+            conditioned on yaw, by 0.02.
+        unit: what strength 1 means. ``"std"`` (default): one standard deviation of the samples'
+            w projected on the normal (the vector is the unit normal times that std, so strengths
+            mean the same on every model, like GANSpace's sigmas); ``"unit"``: a unit-norm vector
+            (strength = distance in W, the published InterFaceGAN files' convention).
+        name: the direction's name.
+
+    Returns:
+        A single :class:`Direction` ``[1, 1, w_dim]``; ``info`` has the method, the sample counts,
+        the training accuracy (logistic) or correlation (ridge), ``label_correlation`` (of all
+        samples' projection on the final normal with their labels), ``projection_std`` (std of the
+        samples' w along the unit normal), ``label_std`` (std of the labels given) and ``unit``.
+
+    Raises:
+        ConfigError: fewer than two samples of each class, mismatched lengths, or a bad option.
+    """
+    if method not in LEARN_METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(LEARN_METHODS)}")
+    if unit not in LEARN_UNITS:
+        raise ConfigError(f"unknown unit {unit!r}; choose one of {', '.join(LEARN_UNITS)}")
+    w_all = _as_ws(ws, "ws").mean(1)                                              # [N, C]
+    y = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
+    y = y.detach().to("cpu", torch.float64).reshape(-1)
+    if y.numel() != w_all.shape[0]:
+        raise ConfigError(f"got {w_all.shape[0]} latents but {y.numel()} labels")
+    if not torch.isfinite(y).all():
+        raise ConfigError("labels contain NaN or infinite values")
+    label_std = float(y.std()) if y.numel() > 1 else 0.0
+    labels_all = y
+    binary = bool(((y == 0) | (y == 1)).all())
+    info: dict[str, Any] = {"binary_labels": binary, "label_std": label_std}
+    w = w_all
+    if method == "ridge":
+        if not ridge_alpha > 0:
+            raise ConfigError(f"ridge_alpha must be > 0, got {ridge_alpha}")
+        if y.numel() < 3 or label_std <= 0:
+            raise ConfigError(f"ridge needs at least 3 samples with different labels, got {y.numel()} "
+                              f"with std {label_std:.3g}")
+        centred = w - w.mean(0)
+        x = centred / centred.std(0).mean().clamp_min(1e-12)                    # one scalar keeps the geometry
+        yc = y - y.mean()
+        gram = x.T @ x + float(ridge_alpha) * x.shape[0] * torch.eye(x.shape[1], dtype=torch.float64)
+        normal = torch.linalg.solve(gram, x.T @ yc)
+        if float(normal.norm()) <= 1e-12:
+            raise DirectionError("the labels do not vary linearly with W at all; no direction was found")
+        fitted = x @ normal
+        correlation = float(torch.corrcoef(torch.stack([fitted, yc]))[0, 1])
+        unit_normal = normal / normal.norm()                                     # positive: more of the label
+        info.update(method="interfacegan_ridge", ridge_alpha=float(ridge_alpha), num_samples=int(y.numel()),
+                    correlation=correlation)
+    else:
+        if not binary:
+            if not 0 < score_fraction <= 0.5:
+                raise ConfigError(f"score_fraction must be in (0, 0.5], got {score_fraction}")
+            n = max(2, int(round(y.numel() * score_fraction)))
+            order = torch.argsort(y)
+            keep = torch.cat([order[:n], order[-n:]])
+            w, y = w[keep], torch.cat([torch.zeros(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64)])
+        num_pos, num_neg = int((y == 1).sum()), int((y == 0).sum())
+        if min(num_pos, num_neg) < 2:
+            raise ConfigError(f"need at least 2 positive and 2 negative samples, got {num_pos} and {num_neg}")
+        centred = w - w.mean(0)
+        x = centred / centred.std(0).mean().clamp_min(1e-12)
+        normal, bias = _fit_logistic(x, y, weight_decay=weight_decay, max_iterations=max_iterations)
+        if float(normal.norm()) <= 1e-12:
+            raise DirectionError("the labels are not linearly separable in W at all; no direction was found")
         accuracy = float((((x @ normal + bias) > 0).double() == y).double().mean())
-    unit = normal / normal.norm()
-    if float((x[y == 1] @ unit).mean() - (x[y == 0] @ unit).mean()) < 0:
-        unit = -unit
-    return Direction(unit[None, None].float(), name=name, source="logistic boundary on labelled latents",
-                     strength_range=(-3.0, 3.0),
-                     info={"method": "interfacegan_logistic", "accuracy": accuracy, "num_positive": num_pos,
-                           "num_negative": num_neg, "weight_decay": float(weight_decay),
-                           "binary_labels": binary, "score_fraction": float(score_fraction)})
+        unit_normal = normal / normal.norm()
+        if float((x[y == 1] @ unit_normal).mean() - (x[y == 0] @ unit_normal).mean()) < 0:
+            unit_normal = -unit_normal
+        info.update(method="interfacegan_logistic", accuracy=accuracy, num_positive=num_pos, num_negative=num_neg,
+                    weight_decay=float(weight_decay), score_fraction=float(score_fraction))
+    if condition:
+        names, basis = [], []
+        for item in condition:
+            cond = _as_direction(item, name="condition")
+            if cond.space != "w" or cond.is_component_set:
+                raise DirectionError("a conditioning direction must be a single W direction")
+            if cond.w_dim != unit_normal.shape[0]:
+                raise DirectionError(f"conditioning direction {cond.name or '?'} has w_dim {cond.w_dim}, "
+                                     f"the latents {unit_normal.shape[0]}")
+            basis.append(cond.vectors[0].double().mean(0))
+            names.append(cond.name or "direction")
+        kept = project_out(unit_normal[None], [b[None] for b in basis])[0]
+        unit_normal = kept / kept.norm()
+        info["condition"] = names
+    centred_all = w_all - w_all.mean(0)
+    if w_all.shape[0] > 2 and label_std > 0:
+        info["label_correlation"] = float(torch.corrcoef(torch.stack([centred_all @ unit_normal,
+                                                                      labels_all]))[0, 1])
+    projection_std = float((centred_all @ unit_normal).std()) if w_all.shape[0] > 1 else 1.0
+    if unit == "std" and not projection_std > 1e-12:
+        raise DirectionError("the samples do not spread along the fitted normal; use unit='unit'")
+    vector = unit_normal * (projection_std if unit == "std" else 1.0)
+    info.update(projection_std=projection_std, unit=unit)
+    return Direction(vector[None, None].float(), name=name,
+                     source=f"{'ridge regression' if method == 'ridge' else 'logistic boundary'} on labelled latents",
+                     strength_range=(-3.0, 3.0), info=info)
 
 
 # ----------------------------------------------------------------------------- applying

@@ -445,23 +445,83 @@ def test_direction_from_labels_finds_the_boundary():
     truth = _random_units(1, 32, seed=11)[0]
     w = torch.randn(600, 32, generator=generator) * torch.linspace(0.5, 2.0, 32) + 0.3
     labels = ((w - 0.3) @ truth > 0).long()
-    found = D.direction_from_labels(w, labels)
+    found = D.direction_from_labels(w, labels, unit="unit")
     assert abs(float(found.vectors.norm()) - 1) < 1e-6
     assert float(found.vectors[0, 0] @ truth) > 0.9, float(found.vectors[0, 0] @ truth)
     assert found.info["accuracy"] > 0.95
-    flipped = D.direction_from_labels(w, 1 - labels)
+    flipped = D.direction_from_labels(w, 1 - labels, unit="unit")
     assert float(flipped.vectors[0, 0] @ truth) < -0.9
     scores = (w - 0.3) @ truth + 0.1 * torch.randn(600, generator=generator)   # continuous scores
-    scored = D.direction_from_labels(w[:, None].expand(-1, 8, -1), scores, score_fraction=0.25)
+    scored = D.direction_from_labels(w[:, None].expand(-1, 8, -1), scores, score_fraction=0.25, unit="unit")
     assert float(scored.vectors[0, 0] @ truth) > 0.9
     assert scored.info["num_positive"] == scored.info["num_negative"] == 150
     with torch.inference_mode():                                                # as inside ComfyUI
-        inside = D.direction_from_labels(w.clone(), labels.clone())
+        inside = D.direction_from_labels(w.clone(), labels.clone(), unit="unit")
+        inside_ridge = D.direction_from_labels(w.clone(), scores.clone(), method="ridge")
     torch.testing.assert_close(inside.vectors, found.vectors, atol=1e-6, rtol=0)
+    assert float(inside_ridge.vectors[0, 0] @ truth) > 0
     with pytest.raises(ConfigError, match="labels"):
         D.direction_from_labels(w, labels[:10])
     with pytest.raises(ConfigError, match="at least 2 positive"):
         D.direction_from_labels(w, torch.zeros(600))
+    with pytest.raises(ConfigError, match="different labels"):
+        D.direction_from_labels(w, torch.zeros(600), method="ridge")
+    with pytest.raises(ConfigError, match="unknown method"):
+        D.direction_from_labels(w, labels, method="svm")
+
+
+def test_learned_direction_strength_is_one_std_of_the_samples():
+    """unit="std" (the default): the vector is the unit normal times the std of the samples along it,
+    so strength 1 moves a sample by one standard deviation of the data, whatever W's scale."""
+    generator = torch.Generator().manual_seed(1)
+    truth = _random_units(1, 32, seed=12)[0]
+    w = torch.randn(800, 32, generator=generator) * torch.linspace(0.5, 2.0, 32) + 0.3
+    scores = (w - 0.3) @ truth + 0.2 * torch.randn(800, generator=generator)
+    for method in ("ridge", "logistic"):
+        small = D.direction_from_labels(w, scores, method=method)
+        big = D.direction_from_labels(w * 10, scores, method=method)       # the same data, W scaled by 10
+        unit = small.vectors[0, 0] / small.vectors.norm()
+        spread = float(((w - w.mean(0)) @ unit).std())
+        assert small.info["unit"] == "std" and abs(float(small.vectors.norm()) - spread) < 1e-4 * spread
+        assert abs(small.info["projection_std"] - spread) < 1e-4 * spread
+        torch.testing.assert_close(big.vectors, 10 * small.vectors, rtol=1e-3, atol=1e-5)
+        assert float(unit @ truth) > 0.9, (method, float(unit @ truth))
+        assert abs(small.info["label_std"] - float(scores.double().std())) < 1e-6
+
+
+def test_learned_direction_conditioned_on_another_is_orthogonal_to_it():
+    """condition=[d]: the fitted normal loses its component along d (InterFaceGAN conditional
+    manipulation) and keeps the rest; strength 1 is then one std along the new normal."""
+    generator = torch.Generator().manual_seed(3)
+    a, b = _random_units(2, 32, seed=14)
+    b = b - (b @ a) * a
+    b = b / b.norm()
+    truth = (a + b) / 2 ** 0.5                                                  # the label mixes a and b
+    w = torch.randn(800, 32, generator=generator)
+    scores = w @ truth + 0.1 * torch.randn(800, generator=generator)
+    other = D.Direction(a[None, None] * 3.0, name="yaw")                        # any norm
+    found = D.direction_from_labels(w, scores, method="ridge", condition=[other])
+    unit = found.vectors[0, 0] / found.vectors.norm()
+    assert abs(float(unit @ a)) < 1e-5 and float(unit @ b) > 0.95, (float(unit @ a), float(unit @ b))
+    assert found.info["condition"] == ["yaw"] and 0.6 < found.info["label_correlation"] < 0.8
+    assert abs(float(found.vectors.norm()) - float(((w - w.mean(0)) @ unit).std())) < 1e-4
+    with pytest.raises(DirectionError, match="single W direction"):
+        D.direction_from_labels(w, scores, method="ridge",
+                                condition=[D.Direction(torch.eye(32)[:3, None], kind="components")])
+
+
+def test_ridge_beats_extremes_when_labels_are_noisy():
+    """With noisy scores in many dimensions, regressing on all samples recovers the normal better
+    than a logistic boundary between the extremes (why `directions learn` defaults to ridge)."""
+    generator = torch.Generator().manual_seed(2)
+    truth = _random_units(1, 64, seed=13)[0]
+    w = torch.randn(400, 64, generator=generator)
+    scores = w @ truth + 1.0 * torch.randn(400, generator=generator)           # correlation ~0.7
+    ridge = D.direction_from_labels(w, scores, method="ridge", unit="unit")
+    logistic = D.direction_from_labels(w, scores, method="logistic", unit="unit")
+    cos_ridge, cos_logistic = float(ridge.vectors[0, 0] @ truth), float(logistic.vectors[0, 0] @ truth)
+    assert cos_ridge > 0.8 and cos_ridge > cos_logistic + 0.05, (cos_ridge, cos_logistic)
+    assert 0.5 < ridge.info["correlation"] < 0.95
 
 
 # ----------------------------------------------------------------------------- command line
@@ -496,8 +556,8 @@ def test_cli_learn_fits_labelled_samples(tmp_path, monkeypatch, capsys):
     truth = _random_units(1, 32, seed=4)[0]
     calls = {}
 
-    def fake_label_samples(G, n, *, labeller, seed, truncation_psi):
-        calls.update(n=n, labeller=labeller, seed=seed, w_dim=G.w_dim)
+    def fake_label_samples(G, n, *, labeller, seed, truncation_psi, mirror, jitter):
+        calls.update(n=n, labeller=labeller, seed=seed, w_dim=G.w_dim, mirror=mirror, jitter=jitter)
         w = D.sample_ws(G, num_samples=n, seed=seed)
         return labels.LabelledSamples(ws=w, labels=(w - w.mean(0)) @ truth)
 
@@ -506,12 +566,21 @@ def test_cli_learn_fits_labelled_samples(tmp_path, monkeypatch, capsys):
     out = tmp_path / "yaw.safetensors"
     assert main(["directions", "learn", "--model", str(folder / "weights.safetensors"), "--config",
                  str(folder / "config.json"), "--labeller", "yaw", "--num-samples", "400", "--seed", "2",
-                 "--out", str(out)]) == 0
-    assert calls == {"n": 400, "labeller": "yaw", "seed": 2, "w_dim": 32}
-    assert "training accuracy" in capsys.readouterr().out
+                 "--ridge-alpha", "0.01", "--out", str(out)]) == 0
+    assert calls == {"n": 400, "labeller": "yaw", "seed": 2, "w_dim": 32, "mirror": True, "jitter": 0}
+    assert "correlation of the fit" in capsys.readouterr().out
     learned = D.load_direction(out)
     assert learned.name == "yaw" and learned.model_hash.startswith("mapping:")
-    assert float(learned.vectors[0, 0] @ truth) > 0.9
+    assert learned.info["method"] == "interfacegan_ridge" and learned.info["unit"] == "std"
+    assert learned.info["ridge_alpha"] == 0.01
+    assert float(learned.vectors[0, 0] @ truth) / float(learned.vectors.norm()) > 0.9
+    assert main(["directions", "learn", "--model", str(folder / "weights.safetensors"), "--config",
+                 str(folder / "config.json"), "--labeller", "yaw", "--num-samples", "400", "--method", "logistic",
+                 "--unit", "unit", "--jitter", "2", "--no-mirror", "--out", str(out), "--force"]) == 0
+    assert calls["mirror"] is False and calls["jitter"] == 2
+    assert "training accuracy" in capsys.readouterr().out
+    learned = D.load_direction(out)
+    assert learned.info["method"] == "interfacegan_logistic" and abs(float(learned.vectors.norm()) - 1) < 1e-6
 
 
 def test_named_ganspace_edit_on_the_real_ffhq_pca():

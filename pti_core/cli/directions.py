@@ -2,7 +2,8 @@
 
 * ``discover --model G --method sefa|ganspace --out d.safetensors``: directions from the model, no data.
 * ``learn --model G --labeller yaw|mouth_open --out d.safetensors``: an InterFaceGAN-style boundary
-  fitted to samples of G labelled from their face landmarks (needs the align extra: dlib).
+  fitted to samples of G labelled from their face landmarks (needs the align extra: dlib); ridge
+  regression on all samples by default, strength 1 = one standard deviation of the samples along it.
 * ``show FILE``: what a direction file holds; ``known``: the well-known public files (manifest).
 """
 
@@ -49,8 +50,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     learn.add_argument("--num-samples", type=int, default=500, help="labelled samples to draw")
     learn.add_argument("--seed", type=int, default=0)
     learn.add_argument("--truncation-psi", type=float, default=1.0)
+    learn.add_argument("--method", choices=("ridge", "logistic"), default="ridge",
+                       help="ridge: regression of the scores on all samples; logistic: InterFaceGAN's "
+                            "boundary between the top and bottom --score-fraction")
+    learn.add_argument("--ridge-alpha", type=float, default=0.5, help="ridge penalty per sample")
     learn.add_argument("--score-fraction", type=float, default=0.2,
-                       help="top/bottom fraction of the scores used as positives/negatives")
+                       help="logistic: top/bottom fraction of the scores used as positives/negatives")
+    learn.add_argument("--unit", choices=("std", "unit"), default="std",
+                       help="strength 1 = one std of the samples along the direction (std) or a W distance of 1")
+    learn.add_argument("--jitter", type=int, default=0,
+                       help="average the landmarks over 27 boxes shifted/grown by this many pixels (0: off)")
+    learn.add_argument("--no-mirror", action="store_true",
+                       help="do not average each label with its mirror image's")
+    learn.add_argument("--condition", action="append", default=[], metavar="FILE",
+                       help="a direction file whose direction is projected out of the result (repeatable)")
     learn.add_argument("--name", default=None, help="direction name (default: the labeller)")
     learn.add_argument("--out", required=True, help="output .safetensors")
     learn.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -110,17 +123,31 @@ def run(args: argparse.Namespace) -> int:
                                seed=args.seed, layers=layers)
     else:
         from dataclasses import replace
+        from pathlib import Path
 
         from .. import labels
 
+        conditions = [D.load_direction(path) for path in args.condition]        # before the long labelling
         samples = labels.label_samples(G, args.num_samples, labeller=args.labeller, seed=args.seed,
-                                       truncation_psi=args.truncation_psi)
-        found = D.direction_from_labels(samples.ws, samples.labels, score_fraction=args.score_fraction,
-                                        name=args.name or args.labeller)
-        found = replace(found, source=f"learn(labeller={args.labeller}, n={args.num_samples}, seed={args.seed})",
-                          model_hash=D.model_fingerprint(G))
-        print(f"training accuracy {found.info['accuracy']:.3f} on {found.info['num_positive']} + "
-              f"{found.info['num_negative']} samples")
+                                       truncation_psi=args.truncation_psi, mirror=not args.no_mirror,
+                                       jitter=args.jitter)
+        found = D.direction_from_labels(samples.ws, samples.labels, method=args.method,
+                                        score_fraction=args.score_fraction, ridge_alpha=args.ridge_alpha,
+                                        unit=args.unit, condition=conditions, name=args.name or args.labeller)
+        found = replace(found, source=(f"learn(labeller={args.labeller}, n={args.num_samples}, seed={args.seed}, "
+                                       f"method={args.method}, mirror={not args.no_mirror}, jitter={args.jitter}"
+                                       + "".join(f", condition={Path(c).name}" for c in args.condition) + ")"),
+                        model_hash=D.model_fingerprint(G))
+        info = found.info
+        fit = (f"training accuracy {info['accuracy']:.3f} on {info['num_positive']} + {info['num_negative']} samples"
+               if args.method == "logistic" else
+               f"correlation of the fit with the labels {info['correlation']:.3f} on {info['num_samples']} samples")
+        scale = ("strength 1 = one std of the samples along it = "
+                 if info["unit"] == "std" else "strength 1 = distance 1 in W; one std of the samples = ")
+        print(f"{fit}; label std {info['label_std']:.4f}; {scale}{info['projection_std']:.3f}")
+        if "condition" in info:
+            print(f"conditioned on {', '.join(info['condition'])}: correlation of the samples' projection with "
+                  f"the labels {info['label_correlation']:.3f}")
     path = D.save_direction(found, args.out, overwrite=args.force)
     print(f"{found.describe()} -> {path}")
     return 0
