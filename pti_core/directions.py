@@ -12,8 +12,8 @@ Conventions (also in ``directions/README.md``):
   (``w' = w + sum_i s_i d_i``), each computed from the unedited latent.
 * GANSpace "set" edits (``mode="set"``) move the latent's coordinate along component ``k`` to
   ``sigma * std_k`` on the chosen rows (the reference named edits, e.g. smile = (46, 4, 5, -6)).
-* Files are read without executing anything: ``torch.load(weights_only=True)`` and
-  ``numpy.load(allow_pickle=False)``. The pack writes directions as safetensors only.
+* Files are read without executing anything: the pack's restricted ``torch.save`` reader
+  (:mod:`pti_core.generators.unpickler`) and ``numpy.load(allow_pickle=False)``. The pack writes directions as safetensors only.
 
 Examples:
     >>> d = Direction(torch.ones(1, 1, 4) / 2, name="toy")
@@ -364,7 +364,7 @@ def load_direction(path: str | os.PathLike, *, G: Any = None, component: int | N
     """Returns the direction (or component set) stored in ``path``; never executes file content.
 
     Formats: ``.pt``/``.pth`` (a tensor, or a dict such as GANSpace's ``{mean, comp, std}``, read
-    with ``torch.load(weights_only=True)``), ``.npy`` (InterFaceGAN boundaries, float64
+    with the pack's restricted reader), ``.npy`` (InterFaceGAN boundaries, float64
     ``(1, 512)``), ``.npz`` (GANSpace ``lat_comp``/``lat_mean``/``lat_stdev``), ``.safetensors``
     (the pack's own, with metadata, or a single tensor). NVIDIA's ``projected_w.npz`` (key ``w``)
     holds a latent, not a direction: it is refused with a pointer to ``PTI_LoadLatent``.
@@ -474,7 +474,9 @@ def _components(comp: Any, std: Any, mean: Any, path: Path) -> Direction:
 
 
 def _read_torch(path: Path) -> Direction:
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    from .generators.unpickler import load_torch_file  # noqa: PLC0415
+
+    data = load_torch_file(str(path), source=path.name)  # the pack's restricted reader: nothing runs
     if isinstance(data, torch.Tensor):
         vectors, kind = vectors_from_array(data, name=path.name)
         return Direction(vectors, kind=kind)
