@@ -201,12 +201,12 @@ def main() -> int:
         inversion_steps, tuning_steps = args.ttq_steps
         paper_inv, paper_tune = preset("paper", device)
         fast_inv, fast_tune = preset("fast", device)
+        fast_loops = {k: v for k, v in modes["fast"].items() if k != "precision"}  # the preset picks precision
         runs = {  # the paper's settings with the naive loops (the reference algorithm), then the fast preset
             "paper settings, naive loops": (dataclasses.replace(paper_inv, steps=inversion_steps, **modes["naive"]),
                                             dataclasses.replace(paper_tune, steps=tuning_steps, **modes["naive"])),
-            "fast preset": (dataclasses.replace(fast_inv, **{k: v for k, v in modes["fast"].items() if k != "precision"}),
-                            dataclasses.replace(fast_tune, steps=tuning_steps,
-                                                **{k: v for k, v in modes["fast"].items() if k != "precision"})),
+            "fast preset": (dataclasses.replace(fast_inv, **fast_loops),
+                            dataclasses.replace(fast_tune, steps=tuning_steps, **fast_loops)),
         }
         results_ttq = {name: time_to_quality(G, target, *configs) for name, configs in runs.items()}
         elapsed, mses, _ = results_ttq["paper settings, naive loops"]

@@ -24,6 +24,7 @@ Stable Diffusion text encoders are NOT accepted: StyleCLIP needs both towers of 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import pickle
 import zipfile
@@ -35,6 +36,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, ConfigError, DependencyError, MissingFileError, UnsafeCheckpointError
+from .generators.unpickler import load_torch_file, read_zip_entry, scan_pickle
 
 # Where users get CLIP weights (shown in error messages; nothing here downloads).
 OPENAI_VIT_B_32_URL = ("https://openaipublic.azureedge.net/clip/models/"
@@ -196,8 +198,6 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
             names = archive.namelist()
         if any(name.endswith("/constants.pkl") for name in names) or any("/code/" in name for name in names):
             return read_torchscript_tensors(path), True
-    from .generators.unpickler import load_torch_file  # noqa: PLC0415
-
     loaded = load_torch_file(str(path), source=path.name)  # the pack's restricted reader: nothing runs
     if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):
         loaded = loaded["state_dict"]
@@ -270,14 +270,13 @@ class _TorchScriptUnpickler(pickle.Unpickler):
             raise CheckpointError("unexpected storage record in the TorchScript archive; the file is damaged")
         _, storage_type, key, _location, numel = pid
         if key not in self._storages:
-            from .generators.unpickler import _read_entry  # noqa: PLC0415
             name = f"{self._prefix}data/{key}"
             try:
                 info = self._archive.getinfo(name)
             except KeyError:
                 raise CheckpointError(f"{self._source}: storage {key!r} is missing from the TorchScript "
                                       "archive; re-download the file") from None
-            data = bytearray(_read_entry(self._archive, info, self._file_size, self._source))
+            data = bytearray(read_zip_entry(self._archive, info, self._file_size, self._source))
             tensor = torch.frombuffer(data, dtype=storage_type.dtype) if data else \
                 torch.empty(0, dtype=storage_type.dtype)
             if tensor.numel() < int(numel):
@@ -298,11 +297,8 @@ def read_torchscript_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         if len(data_names) != 1:
             raise CheckpointError(f"{path.name} is not a TorchScript archive with one data.pkl")
         prefix = data_names[0][: -len("data.pkl")]
-        import io  # noqa: PLC0415
-
-        from .generators.unpickler import _read_entry, scan_pickle  # noqa: PLC0415
         size = path.stat().st_size
-        data = _read_entry(archive, archive.getinfo(data_names[0]), size, path.name)  # stored, fits the file
+        data = read_zip_entry(archive, archive.getinfo(data_names[0]), size, path.name)  # stored, fits the file
         scan_pickle(data, 0, f"{path.name}:{data_names[0]}")  # length-field / memo bombs refused unread
         root = _TorchScriptUnpickler(io.BytesIO(data), archive, prefix, file_size=size, source=path.name).load()
     tensors: dict[str, torch.Tensor] = {}

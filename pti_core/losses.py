@@ -156,6 +156,7 @@ class LPIPSModel(nn.Module):
         self.register_buffer("scale", scale.reshape(1, 3, 1, 1).clone())
         self.min_size = min_size
         self.channels_last = False
+        self.compute_dtype = torch.float32  # the trunk's storage type (see perceptual_model's dtype)
         self.eval().requires_grad_(False)
 
     def _resize(self, x: torch.Tensor, max_size: int | None) -> torch.Tensor:
@@ -170,7 +171,7 @@ class LPIPSModel(nn.Module):
         """Returns the channel-normalised trunk features of ``x`` ``[B, 3, H, W]`` in [-1, 1]."""
         x = self._resize(x, max_size)
         x = (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
-        x = x.to(self.lins[0].weight.dtype)  # the trunk's storage type (float32 unless built for bf16/fp16)
+        x = x.to(self.compute_dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         outs = self.trunk(x)
@@ -283,6 +284,7 @@ def perceptual_model(kind: str, device: torch.device | str = "cpu", *, channels_
             model = _build(kind).to(device)
             model.trunk.to(dtype)
             model.lins.to(dtype)
+            model.compute_dtype = dtype
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
                 model.channels_last = True
@@ -306,30 +308,21 @@ def noise_regularization(noises: Sequence[torch.Tensor]) -> torch.Tensor:
     All maps of one size, their own or pooled from larger ones, are stacked and handled by one
     set of operations (a few dozen per step instead of hundreds for a 1024 px generator's 17 maps).
     """
-    by_size: dict[tuple[int, int], list[torch.Tensor]] = {}
+    pending: dict[tuple[int, int], list[torch.Tensor]] = {}  # size -> maps of that size, own or pooled
     for noise in noises:
         n = noise.reshape(-1, 1, *noise.shape[-2:])  # [N, 1, H, W]
-        by_size.setdefault(tuple(n.shape[-2:]), []).append(n)
-    if not by_size:
+        pending.setdefault(tuple(n.shape[-2:]), []).append(n)
+    if not pending:
         return torch.zeros([])
     terms = []
-    size = max(by_size, key=lambda hw: hw[-1])
-    carried: list[torch.Tensor] = []
-    while True:  # down the pyramid from the largest size: every map met on the way joins the stack
-        group = by_size.pop(size, []) + carried
+    while pending:  # largest size first, so pooled maps join the maps of their new size
+        size = max(pending, key=lambda hw: (hw[-1], hw[-2]))
+        group = pending.pop(size)
         stack = torch.cat(group) if len(group) > 1 else group[0]  # [K, 1, H, W]
         terms.append(_autocorrelation_terms(stack).sum())
-        if size[-1] <= 8:
-            break
-        carried = [F.avg_pool2d(stack, kernel_size=2)]
-        size = tuple(carried[0].shape[-2:])
-    for maps in by_size.values():  # maps off that path (smaller than 8 px, or of other sizes): one by one
-        for n in maps:
-            while True:
-                terms.append(_autocorrelation_terms(n).sum())
-                if n.shape[-1] <= 8:
-                    break
-                n = F.avg_pool2d(n, kernel_size=2)
+        if size[-1] > 8:
+            pooled = F.avg_pool2d(stack, kernel_size=2)
+            pending.setdefault(tuple(pooled.shape[-2:]), []).append(pooled)
     return torch.stack(terms).sum()
 
 

@@ -714,7 +714,8 @@ def load_mapper(path: str | Path) -> LatentMapper:
     """Returns the latent mapper of a StyleCLIP mapper checkpoint (``{"state_dict", "opts"}`` .pt file).
 
     Only the ``mapper.*`` tensors are used (the file also holds a copy of the generator). Read with
-    the pack's restricted ``torch.save`` reader (nothing in the file runs); StyleSpace mappers (``work_in_stylespace``) are not supported.
+    the pack's restricted ``torch.save`` reader (nothing in the file runs); StyleSpace mappers
+    (``work_in_stylespace``) are not supported.
     """
     path = Path(path)
     if not path.is_file():

@@ -532,7 +532,7 @@ def load_torch_zip(path: str, *, source: str) -> Any:
         prefix = pickles[0][: -len("data.pkl")]
         little_endian = True
         if prefix + "byteorder" in infos:
-            little_endian = _read_entry(archive, infos[prefix + "byteorder"], file_size, source).strip() != b"big"
+            little_endian = read_zip_entry(archive, infos[prefix + "byteorder"], file_size, source).strip() != b"big"
         cache: dict[str, Storage] = {}
 
         def persistent_load(pid: Any) -> Storage:
@@ -550,19 +550,20 @@ def load_torch_zip(path: str, *, source: str) -> Any:
                 if info.file_size != nbytes or nbytes > file_size:
                     raise CheckpointError(f"{source}: storage {key[:40]!r} claims {nbytes} bytes but its entry "
                                           f"holds {info.file_size}; the file is truncated or crafted")
-                raw = _read_entry(archive, info, file_size, source)
+                raw = read_zip_entry(archive, info, file_size, source)
                 storage = Storage(storage_type.dtype, torch.empty(numel, dtype=storage_type.dtype))
                 _fill(storage.data, raw, 0, nbytes, little_endian)
                 cache[key] = storage
             return cache[key]
 
-        data = _read_entry(archive, infos[pickles[0]], file_size, source)
+        data = read_zip_entry(archive, infos[pickles[0]], file_size, source)
         obj, _ = restricted_load(data, source=source, allowed=nvidia_allow_list(source),
                                  persistent_load=persistent_load)
     return obj
 
 
-def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, file_size: int, source: str) -> bytes:
+def read_zip_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, file_size: int, source: str) -> bytes:
+    """Returns one stored (uncompressed) zip entry, refusing compressed, oversized or truncated ones."""
     if info.compress_type != zipfile.ZIP_STORED or info.file_size > file_size:
         raise CheckpointError(f"{source}: zip entry {info.filename[:60]!r} is compressed or larger than the file; "
                               "torch.save archives are never compressed")
