@@ -54,23 +54,41 @@ def adam(params: list[torch.Tensor], *, lr: float, betas: tuple[float, float] = 
 
 
 def use_fused_modconv(setting: bool | None, device: torch.device, *, train_weights: bool = False,
-                      batch: int = 1) -> bool:
+                      batch: int = 1, precision: str = "fp32") -> bool:
     """Returns the modulated-conv path: ``setting``, or when None (auto) the faster one for the loop.
 
     The two agree to float32 rounding. Auto: fused on CUDA. On CPU, fused (the style folded into
-    the weight of one ordinary convolution) when the weights are trained on one image, as in pivotal
-    tuning: the weight gradient is computed anyway and the activation-sized scalings are saved;
-    otherwise non-fused (one shared convolution on scaled activations), which is faster for
-    inversion (no weight gradient at all) and for batches (no grouped convolution).
+    the weight of one ordinary convolution) only for float32 tuning of one image, where the weight
+    gradient is computed anyway and the activation-sized scalings are saved; otherwise non-fused
+    (one shared convolution on scaled activations), which is faster for inversion (no weight
+    gradient at all), for batches (no grouped convolution) and with bf16/fp16 autocast (measured,
+    bench/RESULTS.md).
     """
     if setting is not None:
         return bool(setting)
-    return device.type == "cuda" or (train_weights and batch == 1)
+    return device.type == "cuda" or (train_weights and batch == 1 and precision == "fp32")
 
 
 def use_channels_last(setting: bool | None, device: torch.device, precision: str) -> bool:
     """Returns whether the perceptual net runs NHWC: ``setting``, or when None on CUDA or with bf16/fp16."""
     return (device.type == "cuda" or precision != "fp32") if setting is None else bool(setting)
+
+
+GENERATOR_CHANNELS_LAST_FROM = 128  # on CPU, NHWC pays off from about this feature-map size
+
+
+def generator_channels_last_from(setting: bool | None, G: nn.Module) -> int | None:
+    """Returns the resolution from which StyleGAN2 synthesis runs NHWC, or None (all NCHW).
+
+    ``setting`` False: never; True: from 128 px; None (auto): from 128 px on CPU, where oneDNN's
+    convolutions over large NHWC maps are 20-40 % faster (measured, bench/RESULTS.md); NCHW on
+    CUDA, not measured there. Generators without the option (StyleGAN3) always get None.
+    """
+    if getattr(G, "architecture_name", "") != "stylegan2" or setting is False:
+        return None
+    if setting is None and module_device(G).type != "cpu":
+        return None
+    return GENERATOR_CHANNELS_LAST_FROM
 
 
 def synthesis_fn(G: nn.Module, *, compile: bool) -> Callable[..., torch.Tensor]:
@@ -82,11 +100,15 @@ def synthesis_fn(G: nn.Module, *, compile: bool) -> Callable[..., torch.Tensor]:
 
 
 def synthesize(synthesis: Callable[..., torch.Tensor], ws: torch.Tensor, *, noise_mode: str,
-               noise: Mapping[str, torch.Tensor] | None = None, fused_modconv: bool = True) -> torch.Tensor:
-    """Returns ``synthesis(ws)`` as float32, passing ``noise`` only when there is some (StyleGAN3 has none)."""
+               noise: Mapping[str, torch.Tensor] | None = None, fused_modconv: bool = True,
+               channels_last_from: int | None = None) -> torch.Tensor:
+    """Returns ``synthesis(ws)`` as float32, passing ``noise`` only when there is some (StyleGAN3 has
+    none) and ``channels_last_from`` only when set (StyleGAN2 only)."""
     kwargs: dict[str, Any] = {"noise_mode": noise_mode}
     if noise:
         kwargs["noise"] = noise
+    if channels_last_from is not None:
+        kwargs["channels_last_from"] = channels_last_from
     if not fused_modconv:
         kwargs["fused_modconv"] = False
     return synthesis(ws, **kwargs).to(torch.float32)

@@ -60,7 +60,8 @@ class InversionConfig:
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; parameters stay float32).
         compile: ``torch.compile`` the synthesis network (CUDA only; ignored elsewhere).
         fused_modconv: modulated-conv path; None = auto (fused on CUDA, non-fused on CPU).
-        channels_last: NHWC perceptual net; None = auto (on CUDA or with bf16/fp16).
+        channels_last: NHWC perceptual net, and StyleGAN2 activations from 128 px; None = auto
+            (the perceptual net on CUDA or with bf16/fp16, the generator on CPU).
         optimize_transform: StyleGAN3 only: also optimise, per image, a translation (image widths)
             and rotation of the synthesis input jointly with w (same learning-rate schedule; the
             angle in radians), starting from ``transform_init``. The result's ``transform`` holds it.
@@ -261,7 +262,8 @@ def invert(G: nn.Module, target: Any, *, config: InversionConfig | None = None,
                                       channels_last=rt.use_channels_last(config.channels_last, device,
                                                                          config.precision),
                                       dtype=rt.PRECISIONS[config.precision])
-        fused = rt.use_fused_modconv(config.fused_modconv, device)
+        fused = rt.use_fused_modconv(config.fused_modconv, device, precision=config.precision)
+        nhwc_from = rt.generator_channels_last_from(config.channels_last, G)
         with torch.no_grad():
             target_features = perceptual.features(target, max_size=config.perceptual_size)
         synthesis = rt.synthesis_fn(G, compile=config.compile)
@@ -281,7 +283,8 @@ def invert(G: nn.Module, target: Any, *, config: InversionConfig | None = None,
             if config.optimize_transform:
                 render = functools.partial(synthesis, transform=input_transforms(G, translate, angle))
             with rt.autocast(device, config.precision):
-                images = rt.synthesize(render, ws, noise_mode="const", noise=noise_arg, fused_modconv=fused)
+                images = rt.synthesize(render, ws, noise_mode="const", noise=noise_arg, fused_modconv=fused,
+                                       channels_last_from=nhwc_from)
                 distance = perceptual.distance_to_features(images, target_features,
                                                            max_size=config.perceptual_size)  # [B]
             loss = distance.sum()

@@ -84,8 +84,10 @@ class TuningConfig:
         preview_every: pass a preview to ``progress`` every this many steps (0 = never).
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` autocast (weights stay float32).
         compile: ``torch.compile`` the tuned synthesis network (CUDA only).
-        fused_modconv: modulated-conv path; None = auto (fused on CUDA, and on CPU for one image).
-        channels_last: NHWC perceptual net; None = auto (on CUDA or with bf16/fp16).
+        fused_modconv: modulated-conv path; None = auto (fused on CUDA, and on CPU for one image
+            in fp32).
+        channels_last: NHWC perceptual net, and StyleGAN2 activations from 128 px; None = auto
+            (the perceptual net on CUDA or with bf16/fp16, the generator on CPU).
     """
 
     steps: int = 350
@@ -242,7 +244,9 @@ def _tune_one(G: nn.Module, target: torch.Tensor, ws: torch.Tensor, config: Tuni
     perceptual = perceptual_model(config.perceptual, device,
                                   channels_last=rt.use_channels_last(config.channels_last, device, config.precision),
                                   dtype=rt.PRECISIONS[config.precision])
-    fused = rt.use_fused_modconv(config.fused_modconv, device, train_weights=True, batch=ws.shape[0])
+    fused = rt.use_fused_modconv(config.fused_modconv, device, train_weights=True, batch=ws.shape[0],
+                                 precision=config.precision)
+    nhwc_from = rt.generator_channels_last_from(config.channels_last, G)
     with torch.no_grad():
         target_features = perceptual.features(target)
     synthesis = rt.synthesis_fn(tuned, compile=config.compile)
@@ -253,8 +257,8 @@ def _tune_one(G: nn.Module, target: torch.Tensor, ws: torch.Tensor, config: Tuni
     for step in range(config.steps):
         check_stop(should_stop, phase=f"tuning{label}", step=step)
         with rt.autocast(device, config.precision):
-            images = rt.synthesize(synthesis, ws, noise_mode=config.noise_mode,
-                                   fused_modconv=fused)  # [B, 3, R, R]
+            images = rt.synthesize(synthesis, ws, noise_mode=config.noise_mode, fused_modconv=fused,
+                                   channels_last_from=nhwc_from)  # [B, 3, R, R]
             l2 = (images - target).square().mean(dim=[1, 2, 3])  # [B]
             lpips = perceptual.distance_to_features(images, target_features)  # [B]
         record = {"l2": float(l2.detach().mean()), "lpips": float(lpips.detach().mean())}
@@ -272,7 +276,8 @@ def _tune_one(G: nn.Module, target: torch.Tensor, ws: torch.Tensor, config: Tuni
                     reference = rt.synthesize(reference_synthesis, w_r, noise_mode="none")
                     reference_features = perceptual.features(reference)
                 with rt.autocast(device, config.precision):
-                    moved = rt.synthesize(synthesis, w_r, noise_mode="none", fused_modconv=fused)
+                    moved = rt.synthesize(synthesis, w_r, noise_mode="none", fused_modconv=fused,
+                                          channels_last_from=nhwc_from)
                     reg_l2 = (moved - reference).square().mean()
                     reg_lpips = perceptual.distance_to_features(moved, reference_features).mean()
                 reg = reg + locality.weight_l2 * reg_l2 + locality.weight_lpips * reg_lpips

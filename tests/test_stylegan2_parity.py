@@ -43,15 +43,22 @@ def test_mapping_and_truncation(name):
 
 @pytest.mark.parametrize("name", SETS)
 @pytest.mark.parametrize("fused", [True, False])
-def test_images_and_intermediates(name, fused):
+@pytest.mark.parametrize("nhwc_from", [None, 4, 16])
+def test_images_and_intermediates(name, fused, nhwc_from):
     G, cases, _ = _load(name)
+    layout = {"fused_modconv": fused, "channels_last_from": nhwc_from}
     with torch.no_grad():
-        img, inter = G.synthesis(cases["ws"], noise_mode="const", fused_modconv=fused,
-                                 return_intermediates=True)
+        img, inter = G.synthesis(cases["ws"], noise_mode="const", return_intermediates=True, **layout)
         _close(img, cases["img_const"], "img_const")
-        _close(G.synthesis(cases["ws"], noise_mode="none", fused_modconv=fused), cases["img_none"], "img_none")
-        _close(G.synthesis(cases["ws_psi07"], noise_mode="const", fused_modconv=fused),
+        assert img.is_contiguous()
+        _close(G.synthesis(cases["ws"], noise_mode="none", **layout), cases["img_none"], "img_none")
+        _close(G.synthesis(cases["ws_psi07"], noise_mode="const", **layout),
                cases["img_psi07_const"], "img_psi07_const")
+    if nhwc_from is not None and not fused:  # the layout option really switches the blocks it names
+        # (fused with a batch > 1 is a grouped convolution over [1, N*C, H, W]: NCHW again)
+        for block, (x, _) in inter.items():
+            nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            assert nhwc == (int(block[1:]) >= nhwc_from), block
     keys = [k for k in cases if k.startswith("inter.")]
     assert keys, "golden set has no intermediates"
     for key in keys:
@@ -98,3 +105,25 @@ def test_stylespace_round_trip_is_exact_and_edits_change_the_image():
         edited["b16.conv0"] = styles["b16.conv0"].clone()
         edited["b16.conv0"][:, 3] += 5.0  # one channel (a uniform scale is cancelled by demodulation)
         assert (G.synthesis(ws, styles=edited) - reference).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["sg2ada_small", "sg2ada_resnet_tiny"])
+@pytest.mark.parametrize("fused", [True, False])
+def test_nhwc_activations_give_the_same_gradients(name, fused):
+    """Gradients for ws and for every synthesis weight agree between NCHW and NHWC blocks.
+
+    In float64: in float32 the layouts differ by rounding (1e-6), enough to flip the sign of a
+    pre-activation near zero and so change the leaky ReLU's slope for that entry.
+    """
+    G, cases, _ = _load(name)
+    G = G.double()
+    ws = cases["ws"][:2].double().requires_grad_(True)
+    params = [p for n, p in G.named_parameters() if n.startswith("synthesis.")]
+    weights = torch.randn(2, G.img_channels, G.img_resolution, G.img_resolution,
+                          generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    grads = []
+    for nhwc_from in (None, 4):
+        img = G.synthesis(ws, noise_mode="const", fused_modconv=fused, channels_last_from=nhwc_from)
+        grads.append(torch.autograd.grad((img * weights).sum(), [ws, *params]))
+    for plain, nhwc in zip(*grads):
+        assert float((plain - nhwc).abs().max()) <= 1e-9 * max(1.0, float(plain.abs().max()))

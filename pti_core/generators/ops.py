@@ -22,6 +22,11 @@ LRELU_GAIN = math.sqrt(2.0)
 ACTIVATION_GAINS = {"linear": 1.0, "lrelu": LRELU_GAIN, "relu": LRELU_GAIN}
 
 
+def compute_dtype(parameter: torch.Tensor) -> torch.dtype:
+    """Returns float64 for a generator converted with ``.double()``, else float32 (always, as NVIDIA)."""
+    return torch.float64 if parameter.dtype == torch.float64 else torch.float32
+
+
 def make_filter(taps: Sequence[float] = (1, 3, 3, 1)) -> torch.Tensor:
     """Returns the separable 2-D FIR filter ``outer(taps, taps)`` normalised to sum 1.
 
@@ -44,6 +49,11 @@ def _pad4(padding: int | Sequence[int]) -> list[int]:
     return padding
 
 
+def _is_nhwc(x: torch.Tensor) -> bool:
+    """True for a 4-D tensor stored channels_last (and not also plain contiguous, as when C == 1)."""
+    return x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def pad_or_crop(x: torch.Tensor, padding: Sequence[int]) -> torch.Tensor:
     """Returns ``x`` zero-padded by the positive and cropped by the negative entries of (left, right, top, bottom)."""
     left, right, top, bottom = padding
@@ -64,7 +74,11 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, *, up: int = 1, down: int
     (i.e. a true convolution), scaled by ``gain ** (f.ndim / 2)``, applied depthwise.
     """
     n, c, h, w = x.shape
-    if up > 1:
+    if up > 1 and _is_nhwc(x):  # zero insertion that keeps the NHWC layout
+        out = x.new_zeros([n, c, h * up, w * up]).contiguous(memory_format=torch.channels_last)
+        out[:, :, ::up, ::up] = x
+        x = out
+    elif up > 1:
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(n, c, h * up, w * up)
@@ -105,6 +119,13 @@ def downsample2d(x: torch.Tensor, f: torch.Tensor, *, down: int = 2, gain: float
     return upfirdn2d(x, f, down=down, padding=padding, gain=gain)
 
 
+def _flat_view(x: torch.Tensor) -> torch.Tensor:
+    """Returns all elements of ``x`` as a 1-D view in memory order (no copy for NCHW or NHWC)."""
+    if _is_nhwc(x):
+        return x.permute(0, 2, 3, 1).reshape(-1)
+    return x.reshape(-1)
+
+
 class _BiasLeakyReLU(torch.autograd.Function):
     """``clamp(leaky_relu(x + b) * gain)`` over ``[N, C, H, W]`` with a backward computed from the output.
 
@@ -133,7 +154,7 @@ class _BiasLeakyReLU(torch.autograd.Function):
         if ctx.gain != 1:
             dx.mul_(ctx.gain)
         if ctx.clamp is not None:
-            low, high = torch.aminmax(y)
+            low, high = torch.aminmax(_flat_view(y))
             if max(-float(low), float(high)) >= ctx.clamp:  # rare: only then mask the clamped entries
                 dx.masked_fill_(y.abs() >= ctx.clamp, 0)
         db = dx.sum(dim=[0, 2, 3]) if ctx.has_bias and ctx.needs_input_grad[1] else None
@@ -242,6 +263,10 @@ def _conv1x1(x: torch.Tensor, w: torch.Tensor, *, groups: int = 1) -> torch.Tens
     """
     n, c, h, wd = x.shape
     out_channels, in_per_group = w.shape[:2]
+    if groups == 1 and _is_nhwc(x):
+        # NHWC activations: one matmul over the channel axis, the result NHWC as well
+        y = x.permute(0, 2, 3, 1).reshape(n, h * wd, c) @ w.reshape(out_channels, c).t()
+        return y.reshape(n, h, wd, out_channels).permute(0, 3, 1, 2)
     y = w.reshape(groups, out_channels // groups, in_per_group) @ x.reshape(n, groups, in_per_group, h * wd)
     return y.reshape(n, out_channels, h, wd)  # [N, G, O/G, HW] -> [N, G*O/G, H, W]
 
@@ -263,9 +288,11 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     batch = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
     assert styles.shape == (batch, in_channels), (styles.shape, batch, in_channels)
-    if fused or demodulate:
-        w = weight.unsqueeze(0) * styles.reshape(batch, 1, in_channels, 1, 1)  # [N, O, I, k, k]
-    dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt() if demodulate else None  # [N, O]
+    dcoefs = None
+    if demodulate:  # sum_i s_i^2 sum_k W_oik^2 without the [N, O, I, k, k] tensor (elementwise, so
+        # autocast leaves it in float32)
+        energy = weight.square().sum(dim=[2, 3])  # [O, I]
+        dcoefs = ((styles.square().unsqueeze(1) * energy).sum(dim=2) + 1e-8).rsqrt()  # [N, O]
     if not fused:
         x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
         x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, padding=padding,
@@ -275,13 +302,17 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         if noise is not None:
             x = x + noise.to(x.dtype)
         return x
+    scales = styles.reshape(batch, 1, in_channels)  # [N, 1, I]
     if dcoefs is not None:
-        w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
-    x = x.reshape(1, -1, *x.shape[2:])
+        scales = scales * dcoefs.reshape(batch, -1, 1)  # [N, O, I]
+    w = weight.unsqueeze(0) * scales.reshape(batch, -1, in_channels, 1, 1)  # [N, O, I, k, k]
+    if batch > 1:  # one grouped convolution over [1, N*I, H, W] (for one image a no-op that would drop NHWC)
+        x = x.reshape(1, -1, *x.shape[2:])
     w = w.reshape(-1, in_channels, kh, kw)
     x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, padding=padding,
                         groups=batch, flip_weight=flip_weight)
-    x = x.reshape(batch, -1, *x.shape[2:])
+    if batch > 1:
+        x = x.reshape(batch, -1, *x.shape[2:])
     if noise is not None:
         x = x + noise.to(x.dtype)
     return x

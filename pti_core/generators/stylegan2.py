@@ -5,8 +5,9 @@ state dicts load with strict key checking), and the constructor takes NVIDIA's `
 unchanged. Architectures ``orig``, ``skip`` and ``resnet``; any power-of-two resolution; noise
 modes ``const``, ``random`` and ``none``; fused and non-fused modulated convolution.
 
-Always computes in float32 (NVIDIA's ``num_fp16_res`` is accepted and recorded; callers that
-want reduced precision use ``torch.autocast``).
+Computes in float32 (NVIDIA's ``num_fp16_res`` is accepted and recorded; callers that want
+reduced precision use ``torch.autocast``); a generator converted with ``.double()`` computes in
+float64 (for gradient checks).
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ class SynthesisLayer(nn.Module):
                 noise: torch.Tensor | None = None, fused_modconv: bool = True,
                 gain: float = 1.0, generator: torch.Generator | None = None,
                 style: torch.Tensor | None = None) -> torch.Tensor:
-        styles = self.affine(w) if style is None else style.to(torch.float32)  # [N, I]
+        styles = self.affine(w) if style is None else style.to(w.dtype)  # [N, I]
         noise_term = None
         if self.use_noise:
             if noise is not None:
@@ -170,7 +171,7 @@ class ToRGBLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, *, fused_modconv: bool = True,
                 style: torch.Tensor | None = None) -> torch.Tensor:
-        styles = (self.affine(w) if style is None else style.to(torch.float32)) * self.weight_gain
+        styles = (self.affine(w) if style is None else style.to(w.dtype)) * self.weight_gain
         x = ops.modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused_modconv)
         return ops.bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
 
@@ -244,7 +245,7 @@ class SynthesisBlock(nn.Module):
                 noise_mode: str = "const", noise: Mapping[str, torch.Tensor] | None = None,
                 fused_modconv: bool = True, generator: torch.Generator | None = None,
                 styles: Mapping[str, torch.Tensor] | None = None,
-                prefix: str = "") -> tuple[torch.Tensor, torch.Tensor | None]:
+                prefix: str = "", channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         w_iter: Iterator[torch.Tensor] = iter(ws.unbind(dim=1))
         layer_kwargs = dict(noise_mode=noise_mode, fused_modconv=fused_modconv, generator=generator)
 
@@ -254,7 +255,10 @@ class SynthesisBlock(nn.Module):
                     "style": None if styles is None else styles.get(key)}
 
         if self.in_channels == 0:
-            x = self.const.to(torch.float32).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = self.const.to(ws.dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+        if channels_last:  # NHWC activations; every op below keeps the layout
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.in_channels == 0:
             x = self.conv1(x, next(w_iter), **given("conv1"), **layer_kwargs)
         elif self.architecture == "resnet":
             y = self.skip(x, gain=math.sqrt(0.5))
@@ -268,7 +272,7 @@ class SynthesisBlock(nn.Module):
             img = ops.upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
             y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv,
-                           style=given("torgb")["style"]).to(torch.float32)
+                           style=given("torgb")["style"]).to(ws.dtype)
             img = img + y if img is not None else y
         return x, img
 
@@ -289,7 +293,7 @@ class StyleSpaceMixin:
         styles reproduce ``synthesis(ws)`` exactly.
         """
         self._check_ws(ws)
-        ws = ws.to(torch.float32)
+        ws = ws.to(ops.compute_dtype(next(self.parameters())))
         return {name: affine(ws[:, index]) for name, index, affine in self.style_layers()}
 
     def _check_ws(self, ws: torch.Tensor) -> None:
@@ -355,32 +359,41 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
                 noise: Mapping[str, torch.Tensor] | None = None, fused_modconv: bool = True,
                 force_fp32: bool = True, generator: torch.Generator | None = None,
                 styles: Mapping[str, torch.Tensor] | None = None,
-                return_intermediates: bool = False):
+                return_intermediates: bool = False, channels_last_from: int | None = None):
         """Returns the image ``[N, C, R, R]`` for ``ws`` ``[N, num_ws, w_dim]``.
 
         Args:
             noise_mode: ``const`` (the stored noise buffers), ``random`` or ``none``.
             noise: optional ``{"b{R}.conv{i}": [H, W] or [N, 1, H, W]}`` replacing the stored
                 buffers (the projector optimises these); scaled by each layer's noise strength.
-            force_fp32: accepted for NVIDIA compatibility; computation is always float32.
+            force_fp32: accepted for NVIDIA compatibility; computation is float32 (float64 after
+                ``.double()``).
             styles: optional StyleSpace override ``{layer name: [N, C]}`` (see ``compute_styles``);
                 layers not named use ``affine(w)``.
             return_intermediates: also return ``{"b{R}": (x, img)}`` for every block.
+            channels_last_from: blocks at this resolution and above keep their activations NHWC
+                (``channels_last``): the same values to float rounding, and on CPU faster
+                convolutions for large feature maps. The returned image is NCHW either way.
+                (The fused path with a batch > 1 folds the batch into channels for its grouped
+                convolution, which brings NCHW back.)
         """
         del force_fp32
         if noise_mode not in ("const", "random", "none"):
             raise ValueError(f"noise_mode must be 'const', 'random' or 'none', got {noise_mode!r}")
         self._check_ws(ws)
-        ws = ws.to(torch.float32)
+        ws = ws.to(ops.compute_dtype(next(self.parameters())))
         x = img = None
         intermediates = {}
         for res, block in self.blocks():
             start, stop = self.block_ws_ranges[res]
             x, img = block(x, img, ws[:, start:stop], noise_mode=noise_mode, noise=noise,
                            fused_modconv=fused_modconv, generator=generator, styles=styles,
-                           prefix=f"b{res}.")
+                           prefix=f"b{res}.",
+                           channels_last=channels_last_from is not None and res >= channels_last_from)
             if return_intermediates:
                 intermediates[f"b{res}"] = (x, img)
+        if channels_last_from is not None:
+            img = img.contiguous()
         return (img, intermediates) if return_intermediates else img
 
 

@@ -31,18 +31,13 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, LatentError
-from . import stylegan2
+from . import ops, stylegan2
 from .filtered_lrelu import design_lowpass_filter, filtered_lrelu
 
 __all__ = ["Generator", "SynthesisNetwork", "SynthesisLayer", "SynthesisInput", "MappingNetwork",
            "make_transform", "input_transform"]
 
 FullyConnectedLayer = stylegan2.FullyConnectedLayer
-
-
-def _compute_dtype(parameter: torch.Tensor) -> torch.dtype:
-    """Returns float64 for a generator converted with ``.double()``, else float32 (always, as NVIDIA)."""
-    return torch.float64 if parameter.dtype == torch.float64 else torch.float32
 
 
 def make_transform(translate: Sequence[float] | torch.Tensor = (0.0, 0.0),
@@ -146,7 +141,7 @@ class SynthesisInput(nn.Module):
             transform: ``[3, 3]`` or ``[N, 3, 3]`` input transform used instead of the buffer.
         """
         batch = w.shape[0]
-        transforms = self.transform if transform is None else transform.to(w.device, _compute_dtype(w))
+        transforms = self.transform if transform is None else transform.to(w.device, ops.compute_dtype(w))
         if transforms.ndim == 2:
             transforms = transforms.unsqueeze(0)  # [1 or N, 3, 3]
         if transforms.shape[1:] != (3, 3) or transforms.shape[0] not in (1, batch):
@@ -291,7 +286,7 @@ class SynthesisLayer(nn.Module):
                 magnitude = x.detach().to(torch.float32).square().mean()
                 self.magnitude_ema.copy_(magnitude.lerp(self.magnitude_ema, self.magnitude_ema_beta))
         input_gain = self.magnitude_ema.rsqrt()
-        dtype = _compute_dtype(self.weight)
+        dtype = ops.compute_dtype(self.weight)
         styles = self.affine(w) if style is None else style.to(dtype)  # [N, I]
         if self.is_torgb:
             styles = styles * (1 / np.sqrt(self.in_channels * self.conv_kernel ** 2))
@@ -401,7 +396,7 @@ class SynthesisNetwork(stylegan2.StyleSpaceMixin, nn.Module):
         if noise_mode not in ("const", "random", "none"):
             raise ValueError(f"noise_mode must be 'const', 'random' or 'none', got {noise_mode!r}")
         self._check_ws(ws)
-        dtype = _compute_dtype(self.input.weight)
+        dtype = ops.compute_dtype(self.input.weight)
         ws = ws.to(dtype)
         if styles:
             unknown = set(styles) - set(self.layer_names)

@@ -1,0 +1,80 @@
+"""The loops' automatic choices (``pti_core._runtime``): which modulated-conv path and which memory
+layout the generator runs with, and that the loops really use them (values, not timings: those are
+in bench/)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers import golden_dir, tiny_generator
+
+from pti_core import _runtime as rt
+from pti_core.generators import build_generator
+from pti_core.inversion import InversionConfig, invert
+from pti_core.tune import TuningConfig, pivotal_tune, tunable_parameters
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def test_fused_modconv_auto_choice():
+    assert rt.use_fused_modconv(None, CUDA) and rt.use_fused_modconv(None, CUDA, train_weights=True, batch=4)
+    assert not rt.use_fused_modconv(None, CPU)  # inversion: no weight gradient
+    assert rt.use_fused_modconv(None, CPU, train_weights=True, batch=1, precision="fp32")
+    assert not rt.use_fused_modconv(None, CPU, train_weights=True, batch=1, precision="bf16")
+    assert not rt.use_fused_modconv(None, CPU, train_weights=True, batch=2, precision="fp32")
+    assert rt.use_fused_modconv(True, CPU) and not rt.use_fused_modconv(False, CUDA)
+
+
+def test_generator_layout_choice():
+    G = tiny_generator(0)
+    assert rt.generator_channels_last_from(None, G) == rt.GENERATOR_CHANNELS_LAST_FROM  # auto on CPU
+    assert rt.generator_channels_last_from(True, G) == rt.GENERATOR_CHANNELS_LAST_FROM
+    assert rt.generator_channels_last_from(False, G) is None
+    assert rt.generator_channels_last_from(None, G.to("meta")) is None  # auto elsewhere: NCHW (unmeasured)
+    config = json.loads((golden_dir("sg3t_tiny") / "config.json").read_text())
+    sg3 = build_generator("stylegan3", config["init_kwargs"])
+    assert rt.generator_channels_last_from(True, sg3) is None  # StyleGAN3 has no such option
+
+
+def _nhwc_blocks(G, calls: list) -> list:
+    """Records, per synthesis call, the resolutions whose block output is NHWC."""
+    handles = []
+    for res, block in G.synthesis.blocks():
+        def hook(module, args, output, res=res):
+            x = output[0]
+            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+                calls.append(res)
+        handles.append(block.register_forward_hook(hook))
+    return handles
+
+
+@pytest.mark.parametrize("loop", ["invert", "tune"])
+def test_loops_run_the_generator_nhwc_from_the_chosen_size_with_the_same_result(monkeypatch, loop):
+    monkeypatch.setattr(rt, "GENERATOR_CHANNELS_LAST_FROM", 16)  # a tiny model's 16 and 32 px blocks
+    G = tiny_generator(1, resolution=32)
+    target = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    results = {}
+    for layout in (None, False):
+        calls: list = []
+        handles = _nhwc_blocks(G, calls)
+        try:
+            if loop == "invert":
+                config = InversionConfig(steps=6, perceptual="random-alex", preview_every=0, w_avg_samples=64,
+                                         channels_last=layout)
+                results[layout] = invert(G, target, config=config).ws
+            else:
+                config = TuningConfig(steps=6, perceptual="random-alex", preview_every=0, lpips_threshold=0.0,
+                                      lr=1e-3, channels_last=layout)
+                tuned = pivotal_tune(G, target, G.mapping.w_avg.reshape(1, 1, -1), config=config).generator
+                results[layout] = torch.cat([p.detach().flatten() for _, p in tunable_parameters(tuned)])
+        finally:
+            for handle in handles:
+                handle.remove()
+        if layout is None:
+            assert calls and set(calls) == {16, 32}, calls  # the blocks from 16 px up, every step
+        else:
+            assert calls == []
+    auto, plain = results[None], results[False]
+    assert float((auto - plain).abs().max()) <= 1e-3 * float(plain.abs().max())
