@@ -54,19 +54,19 @@ def adam(params: list[torch.Tensor], *, lr: float, betas: tuple[float, float] = 
 
 
 def use_fused_modconv(setting: bool | None, device: torch.device, *, train_weights: bool = False,
-                      batch: int = 1, precision: str = "fp32") -> bool:
+                      batch: int = 1) -> bool:
     """Returns the modulated-conv path: ``setting``, or when None (auto) the faster one for the loop.
 
     The two agree to float32 rounding. Auto: fused on CUDA. On CPU, fused (the style folded into
-    the weight of one ordinary convolution) only for float32 tuning of one image, where the weight
-    gradient is computed anyway and the activation-sized scalings are saved; otherwise non-fused
-    (one shared convolution on scaled activations), which is faster for inversion (no weight
-    gradient at all), for batches (no grouped convolution) and with bf16/fp16 autocast (measured,
-    bench/RESULTS.md).
+    the weight of one ordinary convolution) when the weights are trained on one image, as in pivotal
+    tuning: the weight gradient is computed anyway and the activation-sized scalings are saved;
+    otherwise non-fused (one shared convolution on scaled activations), which is faster for
+    inversion (no weight gradient at all) and for batches (no grouped convolution).
+    The same holds with fp32 and bf16 (measured, bench/RESULTS.md).
     """
     if setting is not None:
         return bool(setting)
-    return device.type == "cuda" or (train_weights and batch == 1 and precision == "fp32")
+    return device.type == "cuda" or (train_weights and batch == 1)
 
 
 def use_channels_last(setting: bool | None, device: torch.device, precision: str) -> bool:

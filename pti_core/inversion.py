@@ -262,7 +262,7 @@ def invert(G: nn.Module, target: Any, *, config: InversionConfig | None = None,
                                       channels_last=rt.use_channels_last(config.channels_last, device,
                                                                          config.precision),
                                       dtype=rt.PRECISIONS[config.precision])
-        fused = rt.use_fused_modconv(config.fused_modconv, device, precision=config.precision)
+        fused = rt.use_fused_modconv(config.fused_modconv, device)
         nhwc_from = rt.generator_channels_last_from(config.channels_last, G)
         with torch.no_grad():
             target_features = perceptual.features(target, max_size=config.perceptual_size)

@@ -84,8 +84,7 @@ class TuningConfig:
         preview_every: pass a preview to ``progress`` every this many steps (0 = never).
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` autocast (weights stay float32).
         compile: ``torch.compile`` the tuned synthesis network (CUDA only).
-        fused_modconv: modulated-conv path; None = auto (fused on CUDA, and on CPU for one image
-            in fp32).
+        fused_modconv: modulated-conv path; None = auto (fused on CUDA, and on CPU for one image).
         channels_last: NHWC perceptual net, and StyleGAN2 activations from 128 px; None = auto
             (the perceptual net on CUDA or with bf16/fp16, the generator on CPU).
     """
@@ -244,8 +243,7 @@ def _tune_one(G: nn.Module, target: torch.Tensor, ws: torch.Tensor, config: Tuni
     perceptual = perceptual_model(config.perceptual, device,
                                   channels_last=rt.use_channels_last(config.channels_last, device, config.precision),
                                   dtype=rt.PRECISIONS[config.precision])
-    fused = rt.use_fused_modconv(config.fused_modconv, device, train_weights=True, batch=ws.shape[0],
-                                 precision=config.precision)
+    fused = rt.use_fused_modconv(config.fused_modconv, device, train_weights=True, batch=ws.shape[0])
     nhwc_from = rt.generator_channels_last_from(config.channels_last, G)
     with torch.no_grad():
         target_features = perceptual.features(target)
