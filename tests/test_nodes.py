@@ -274,3 +274,33 @@ def test_progress_previews_and_cancel(nodes, monkeypatch, pack):
         run(nodes, "PTI_PivotalTune", G, target, latent, **{**FAST_TUNE, "steps": 100})
     assert len(checks) == 4  # checked every step, stopped at once
     assert_same_state(G, before)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_widget_reaches_the_loops(nodes, monkeypatch, pack, native):
+    """"auto" runs bf16 where the device has native kernels, else fp32; "fp32" (the default, and what a
+    workflow saved before the widget existed gets) is the paper's arithmetic."""
+    from importlib import import_module
+    core = sys.modules[pack.__name__ + ".nodes._common"].core()  # the pack's own pti_core
+    inversion, tune, presets = (import_module(f"{core.__name__}.{name}") for name in ("inversion", "tune", "presets"))
+    monkeypatch.setattr(presets, "native_bf16", lambda device: native)
+    seen = []
+    real_invert, real_tune = inversion.invert, tune.pivotal_tune
+    monkeypatch.setattr(inversion, "invert", lambda *a, config, **k: seen.append(config.precision)
+                        or real_invert(*a, config=config, **k))
+    monkeypatch.setattr(tune, "pivotal_tune", lambda *a, config, **k: seen.append(config.precision)
+                        or real_tune(*a, config=config, **k))
+    G = tiny_generator(2)
+    target, _ = run(nodes, "PTI_Generate", tiny_generator(5), 11, 1, 1.0, "const")
+    latent, _ = run(nodes, "PTI_Invert", G, target, **FAST_INVERT)  # no precision: a workflow saved before it
+    run(nodes, "PTI_PivotalTune", G, target, latent, **FAST_TUNE)
+    latent, _ = run(nodes, "PTI_Invert", G, target, **FAST_INVERT, precision="auto")
+    tuned, image = run(nodes, "PTI_PivotalTune", G, target, latent, **FAST_TUNE, precision="auto")
+    expected = "bf16" if native else "fp32"
+    assert seen == ["fp32", "fp32", expected, expected]
+    assert torch.isfinite(image).all()
+    with pytest.raises(ValueError, match="precision must be one of fp32, auto"):
+        run(nodes, "PTI_Invert", G, target, **FAST_INVERT, precision="fp16")
+    for node_id in ("PTI_Invert", "PTI_PivotalTune"):  # the widget is optional and last: saved workflows load
+        inputs = nodes[node_id].INPUT_TYPES()
+        assert list(inputs["optional"])[-1] == "precision" and "precision" not in inputs["required"]
