@@ -12,7 +12,8 @@ config-f, CUDA only), seeded random weights:
   LPIPS-alex), median over steps after a warm-up, for two settings measured in the same run:
   ``naive`` (fp32, fused modulated conv, NCHW, no compile) and ``fast`` (the optimised path:
   the library's automatic modconv choice (on CPU non-fused for inversion, fused for one-image
-  tuning), bf16 autocast, channels_last perceptual net; on CUDA also torch.compile). Both cache the target's features (the library always does).
+  tuning), bf16 autocast, channels_last perceptual net and StyleGAN2 blocks from 128 px; on CUDA
+  also torch.compile). Both cache the target's features (the library always does).
 * time-to-quality on the astronaut photo: the paper's settings (450 + 350 steps, lr 0.01 / 3e-4)
   with the naive loops set the goal (their final reconstruction MSE) and the wall time to beat;
   then the ``fast`` preset (:mod:`pti_core.presets`: 100 inversion steps, tuning lr 3e-3, bf16
