@@ -241,7 +241,7 @@ def invert(G: nn.Module, target: Any, *, config: InversionConfig | None = None,
     batch = target.shape[0]
     num_ws = G.num_ws
 
-    with torch.enable_grad():
+    with torch.enable_grad(), rt.frozen_parameters(G):
         w_avg, w_std = w_statistics(G, samples=config.w_avg_samples, seed=config.w_avg_seed)
         generator = torch.Generator(device=device).manual_seed(config.seed)
         w_opt = _initial_latent(G, init_ws, batch, config.space, w_avg).requires_grad_(True)

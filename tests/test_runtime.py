@@ -77,3 +77,26 @@ def test_loops_run_the_generator_nhwc_from_the_chosen_size_with_the_same_result(
             assert calls == []
     auto, plain = results[None], results[False]
     assert float((auto - plain).abs().max()) <= 1e-3 * float(plain.abs().max())
+
+
+def test_inversion_freezes_the_generator_only_while_it_runs():
+    """The projector never needs weight gradients: the loop runs with the weights frozen (no autograd graph
+    through them) and hands the flags back as they were, also when cancelled."""
+    from pti_core.errors import Cancelled
+
+    G = tiny_generator(3)
+    G.synthesis.b4.conv1.weight.requires_grad_(False)  # a mix of flags, as a caller may have set
+    flags = {name: p.requires_grad for name, p in G.named_parameters()}
+    seen = []
+
+    def progress(step, total, phase, preview):
+        seen.append(any(p.requires_grad for p in G.parameters()))
+
+    config = InversionConfig(steps=3, perceptual="random-alex", preview_every=0, w_avg_samples=64)
+    target = torch.zeros(1, 3, 16, 16)
+    invert(G, target, config=config, progress=progress)
+    assert seen == [False, False, False]
+    assert {name: p.requires_grad for name, p in G.named_parameters()} == flags
+    with pytest.raises(Cancelled):
+        invert(G, target, config=config, should_stop=lambda: len(seen) >= 4, progress=progress)
+    assert {name: p.requires_grad for name, p in G.named_parameters()} == flags
