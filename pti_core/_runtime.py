@@ -48,7 +48,7 @@ def frozen_parameters(module: nn.Module):
 
     For loops that optimise something else through a fixed network (inversion): autograd then
     records no graph through the weights (no casts, products or reductions on them kept for a
-    backward that never comes), which is about 10 % of a 64 px inversion step on CPU.
+    backward that never comes): a few per cent of a 64 px inversion step on CPU.
     """
     flipped = [p for p in module.parameters() if p.requires_grad]
     for p in flipped:
