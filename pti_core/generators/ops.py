@@ -289,10 +289,10 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     out_channels, in_channels, kh, kw = weight.shape
     assert styles.shape == (batch, in_channels), (styles.shape, batch, in_channels)
     dcoefs = None
-    if demodulate:  # sum_i s_i^2 sum_k W_oik^2 without the [N, O, I, k, k] tensor (elementwise, so
-        # autocast leaves it in float32)
+    if demodulate:  # sum_i s_i^2 sum_k W_oik^2 without the [N, O, I, k, k] tensor, in the weight's
+        # precision (elementwise ops: autocast leaves them alone; bf16 styles are widened first)
         energy = weight.square().sum(dim=[2, 3])  # [O, I]
-        dcoefs = ((styles.square().unsqueeze(1) * energy).sum(dim=2) + 1e-8).rsqrt()  # [N, O]
+        dcoefs = ((styles.to(energy.dtype).square().unsqueeze(1) * energy).sum(dim=2) + 1e-8).rsqrt()  # [N, O]
     if not fused:
         x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
         x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, padding=padding,
