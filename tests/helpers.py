@@ -68,3 +68,14 @@ def tiny_generator(seed: int = 0, *, resolution: int = 16, w_dim: int = 16, arch
 def state_copy(module) -> dict:
     """Returns a detached copy of ``module.state_dict()`` (to check a module was not modified)."""
     return {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
+
+
+def assert_pti_beats_inversion(inversion_image, reconstruction, target, *, metric: str = "stlpips-alex"):
+    """Issue 3's acceptance: PTI's MSE <= 1/3 and LPIPS <= 1/2 of inversion-only (same metric)."""
+    from pti_core.metrics import lpips_distance, mse
+
+    inv_mse, pti_mse = mse(inversion_image, target).item(), mse(reconstruction, target).item()
+    inv_lpips = lpips_distance(inversion_image, target, net=metric).item()
+    pti_lpips = lpips_distance(reconstruction, target, net=metric).item()
+    assert pti_mse <= inv_mse / 3, (pti_mse, inv_mse)
+    assert pti_lpips <= inv_lpips / 2, (pti_lpips, inv_lpips)
