@@ -24,8 +24,8 @@ PREVIEW_EVERY = 10  # steps between JPEG previews on the node
 # bf16, CPUs with AVX512-BF16 / AMX), else fp32 (pti_core.presets.native_bf16).
 PRECISIONS = ("fp32", "auto")
 PRECISION_TOOLTIP = ("fp32: the paper's float32 arithmetic. auto: bfloat16 mixed precision where this device "
-                     "runs it natively (recent NVIDIA GPUs, CPUs with AVX512-BF16/AMX), else fp32; about 1.2-2x "
-                     "faster per step, results differ slightly.")
+                     "runs it natively (recent NVIDIA GPUs, CPUs with AVX512-BF16/AMX), else fp32; faster per step, "
+                     "results differ slightly.")
 # Perceptual backbones (pti_core.losses.PERCEPTUAL_KINDS); the first of each list is the paper's.
 INVERSION_PERCEPTUAL = ("lpips-vgg", "lpips-alex", "stlpips-alex", "random-vgg", "random-alex")
 TUNING_PERCEPTUAL = ("lpips-alex", "lpips-vgg", "stlpips-alex", "random-alex", "random-vgg")

@@ -99,8 +99,8 @@ def generator_channels_last_from(setting: bool | None, G: nn.Module) -> int | No
     """Returns the resolution from which StyleGAN2 synthesis runs NHWC, or None (all NCHW).
 
     ``setting`` False: never; True: from 128 px; None (auto): from 128 px on CPU, where oneDNN's
-    convolutions over large NHWC maps are 20-40 % faster (measured, bench/RESULTS.md); NCHW on
-    CUDA, not measured there. Generators without the option (StyleGAN3) always get None.
+    3x3 convolutions over large NHWC maps are 15-35 % faster (bench/conv_layout.py, results in
+    bench/RESULTS.md); NCHW on CUDA, not measured there. Generators without the option (StyleGAN3) always get None.
     """
     if getattr(G, "architecture_name", "") != "stylegan2" or setting is False:
         return None
