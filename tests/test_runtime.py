@@ -100,3 +100,23 @@ def test_inversion_freezes_the_generator_only_while_it_runs():
     with pytest.raises(Cancelled):
         invert(G, target, config=config, should_stop=lambda: len(seen) >= 4, progress=progress)
     assert {name: p.requires_grad for name, p in G.named_parameters()} == flags
+
+
+def test_styles_stay_float32_under_autocast():
+    """The affine layers (w -> styles) run in the weights' precision under a bf16 autocast, with
+    the same values and gradients as without autocast: the convolutions are what autocast speeds up."""
+    G = tiny_generator(2)
+    ws = torch.randn(1, G.num_ws, G.w_dim, generator=torch.Generator().manual_seed(1))
+    results = []
+    for precision in ("fp32", "bf16"):
+        G.zero_grad(set_to_none=True)
+        with rt.autocast(CPU, precision):
+            styles = G.synthesis.compute_styles(ws)
+        assert all(s.dtype == torch.float32 for s in styles.values()), precision
+        sum(s.square().sum() for s in styles.values()).backward()
+        affine = G.synthesis.b4.conv1.affine
+        results.append((styles, affine.weight.grad.clone(), affine.bias.grad.clone()))
+    (s32, gw32, gb32), (s16, gw16, gb16) = results
+    assert s32.keys() == s16.keys()
+    assert all(torch.equal(s32[k], s16[k]) for k in s32)
+    assert torch.equal(gw32, gw16) and torch.equal(gb32, gb16)
