@@ -71,6 +71,32 @@ def adam(params: list[torch.Tensor], *, lr: float, betas: tuple[float, float] = 
     return torch.optim.Adam(params, lr=lr, betas=betas, fused=fused or None)
 
 
+def loss_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """Returns the loop's loss scaler: PyTorch's dynamic one for ``"fp16"``, a pass-through otherwise.
+
+    float16 has 5 exponent bits: gradients below about 6e-8 flush to zero in its backward. A pixel MSE
+    averaged over a 1024 px image has per-pixel gradients of about that size, so without scaling fp16
+    loops silently lose most of their gradient. The scaled loss starts at 2**16 times the loss; a step
+    whose gradients overflow is skipped and the scale halved (PyTorch's defaults). bfloat16 has
+    float32's range and needs no scaling.
+    """
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def scaled_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> bool:
+    """Unscales the gradients, takes the optimizer step unless they overflowed, updates the scale.
+
+    Returns whether the step was taken (always True when ``scaler`` is disabled).
+    """
+    if not scaler.is_enabled():
+        optimizer.step()
+        return True
+    scale = scaler.get_scale()
+    scaler.step(optimizer)
+    scaler.update()
+    return scaler.get_scale() >= scale
+
+
 def use_fused_modconv(setting: bool | None, device: torch.device, *, train_weights: bool = False,
                       batch: int = 1) -> bool:
     """Returns the modulated-conv path: ``setting``, or when None (auto) the faster one for the loop.

@@ -57,7 +57,8 @@ class InversionConfig:
         perceptual_size: images larger than this are area-downsampled before the loss.
         seed: seed of the w noise and the initial noise maps.
         preview_every: pass a preview image to ``progress`` every this many steps (0 = never).
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; parameters stay float32).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; parameters stay float32; fp16
+            with dynamic loss scaling, see ``pti_core._runtime.loss_scaler``).
         compile: ``torch.compile`` the synthesis network (CUDA only; ignored elsewhere).
         fused_modconv: modulated-conv path; None = auto (fused on CUDA, non-fused on CPU).
         channels_last: NHWC perceptual net, and StyleGAN2 activations from 128 px; None = auto
@@ -258,6 +259,7 @@ def invert(G: nn.Module, target: Any, *, config: InversionConfig | None = None,
             angle = torch.full([batch], math.radians(config.transform_init[2]), device=device).requires_grad_(True)
             params += [translate, angle]  # [B, 2] image widths, [B] radians
         optimizer = rt.adam(params, lr=config.lr, betas=config.betas)
+        scaler = rt.loss_scaler(device, config.precision)
         perceptual = perceptual_model(config.perceptual, device,
                                       channels_last=rt.use_channels_last(config.channels_last, device,
                                                                          config.precision),
@@ -290,10 +292,10 @@ def invert(G: nn.Module, target: Any, *, config: InversionConfig | None = None,
             loss = distance.sum()
             if noise and config.regularize_noise_weight > 0:
                 loss = loss + config.regularize_noise_weight * noise_regularization(list(noise.values()))
-            grads = torch.autograd.grad(loss, params)  # never touches G's .grad
+            grads = torch.autograd.grad(scaler.scale(loss), params)  # never touches G's .grad
             for param, grad in zip(params, grads):
                 param.grad = grad
-            optimizer.step()
+            rt.scaled_step(scaler, optimizer)
             with torch.no_grad():  # renormalise the noise maps to zero mean, unit variance
                 for buf in noise.values():
                     buf -= buf.mean(dim=[1, 2, 3], keepdim=True)

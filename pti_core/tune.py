@@ -82,7 +82,8 @@ class TuningConfig:
         noise_mode: noise used while tuning (``"const"``: the generator's stored maps).
         seed: seed of the locality samples.
         preview_every: pass a preview to ``progress`` every this many steps (0 = never).
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` autocast (weights stay float32).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` autocast (weights stay float32; fp16 with
+            dynamic loss scaling: a step whose scaled gradients overflow is skipped, see ``steps_run``).
         compile: ``torch.compile`` the tuned synthesis network (CUDA only).
         fused_modconv: modulated-conv path; None = auto (fused on CUDA, and on CPU for one image).
         channels_last: NHWC perceptual net, and StyleGAN2 activations from 128 px; None = auto
@@ -141,7 +142,8 @@ class TunedGenerator:
         ws: the pivots ``[B, num_ws, w_dim]`` they were tuned for (float32, CPU).
         losses: per generator, per step ``{"loss", "l2", "lpips"[, "locality"]}``.
         config: the configuration used.
-        steps_run: per generator, the number of updates taken (fewer than ``steps`` on early stop).
+        steps_run: per generator, the number of updates taken (fewer than ``steps`` on early stop, or
+            when fp16 steps were skipped for overflowing gradients).
     """
 
     generators: list[nn.Module]
@@ -240,6 +242,7 @@ def _tune_one(G: nn.Module, target: torch.Tensor, ws: torch.Tensor, config: Tuni
     for p in params:
         p.requires_grad_(True)
     optimizer = rt.adam(params, lr=config.lr)
+    scaler = rt.loss_scaler(device, config.precision)
     perceptual = perceptual_model(config.perceptual, device,
                                   channels_last=rt.use_channels_last(config.channels_last, device, config.precision),
                                   dtype=rt.PRECISIONS[config.precision])
@@ -284,9 +287,8 @@ def _tune_one(G: nn.Module, target: torch.Tensor, ws: torch.Tensor, config: Tuni
             record["locality"] = float(reg.detach())
         record["loss"] = float(loss.detach())
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        steps_run += 1
+        scaler.scale(loss).backward()
+        steps_run += rt.scaled_step(scaler, optimizer)  # False: fp16 gradients overflowed, step skipped
         losses.append(record)
         show = config.preview_every and ((step + 1) % config.preview_every == 0 or step + 1 == config.steps)
         report(progress, step + 1, config.steps, f"tune{label}", rt.preview(images) if show else None)

@@ -12,7 +12,7 @@ from helpers import golden_dir, tiny_generator
 
 from pti_core import _runtime as rt
 from pti_core.generators import build_generator
-from pti_core.inversion import InversionConfig, invert
+from pti_core.inversion import InversionConfig, invert, w_statistics
 from pti_core.tune import TuningConfig, pivotal_tune, tunable_parameters
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -120,3 +120,69 @@ def test_styles_stay_float32_under_autocast():
     assert s32.keys() == s16.keys()
     assert all(torch.equal(s32[k], s16[k]) for k in s32)
     assert torch.equal(gw32, gw16) and torch.equal(gb32, gb16)
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0))
+
+
+def test_fp16_tuning_scales_the_loss_so_small_gradients_survive():
+    """A loss this small has gradients below float16's range: unscaled, an fp16 tuning step moves no
+    weight. Adam's update does not depend on the loss scale, so with loss scaling fp16 must move the
+    weights as float32 does (the case of a pixel MSE averaged over a 1024 px image)."""
+    G = tiny_generator(0)
+    target = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    ws = G.mapping.w_avg[None, None].repeat(1, G.num_ws, 1)
+    original = dict(tunable_parameters(G))
+    moves = {}
+    for precision in ("fp32", "fp16"):
+        config = TuningConfig(steps=3, lr=1e-3, l2_weight=1e-7, lpips_weight=0.0, perceptual="random-alex",
+                              lpips_threshold=0.0, preview_every=0, precision=precision)
+        result = pivotal_tune(G, target, ws, config=config)
+        tuned = dict(tunable_parameters(result.generator))
+        moves[precision] = torch.cat([(tuned[n] - original[n]).detach().flatten() for n in original])
+        assert result.steps_run == [3], precision
+    assert moves["fp16"].norm() > 0.5 * moves["fp32"].norm() > 0
+    assert _cosine(moves["fp16"], moves["fp32"]) > 0.99
+
+
+def test_fp16_inversion_scales_the_loss_so_small_gradients_survive(monkeypatch):
+    """As above for the projector: with its perceptual distance scaled down by 1e-5 the unscaled fp16
+    gradient of w is zero; with loss scaling fp16 moves w as float32 does."""
+    from pti_core.losses import LPIPSModel
+
+    distance = LPIPSModel.distance_to_features
+    monkeypatch.setattr(LPIPSModel, "distance_to_features", lambda self, *a, **k: distance(self, *a, **k) * 1e-5)
+    G = tiny_generator(0)
+    target = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    moves = {}
+    for precision in ("fp32", "fp16"):
+        config = InversionConfig(steps=4, perceptual="random-vgg", precision=precision, preview_every=0,
+                                 w_avg_samples=100, initial_noise_factor=0.0)
+        w_avg, _ = w_statistics(G, samples=config.w_avg_samples, seed=config.w_avg_seed)
+        moves[precision] = invert(G, target, config=config).ws[0, 0] - w_avg
+    assert moves["fp16"].norm() > 0.5 * moves["fp32"].norm() > 0
+    assert _cosine(moves["fp16"], moves["fp32"]) > 0.99
+
+
+def test_scaled_step_skips_an_overflowing_step_and_lowers_the_scale():
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = rt.adam([param], lr=0.1)
+    scaler = rt.loss_scaler(CPU, "fp16")
+    assert scaler.is_enabled() and not rt.loss_scaler(CPU, "bf16").is_enabled()
+    start = scaler.get_scale()
+
+    def backward(scaler, slope):
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale((param * torch.tensor(slope)).sum()).backward()
+
+    backward(scaler, [1.0, float("inf"), 1.0])
+    assert rt.scaled_step(scaler, optimizer) is False
+    assert torch.equal(param.detach(), torch.ones(3)) and scaler.get_scale() == start / 2
+    backward(scaler, [1.0, -1.0, 0.0])
+    assert rt.scaled_step(scaler, optimizer) is True and scaler.get_scale() == start / 2
+    value = param.detach().clone()
+    assert value[0] < 1 < value[1] and value[2] == 1
+    disabled = rt.loss_scaler(CPU, "fp32")
+    backward(disabled, [1.0, 1.0, 1.0])
+    assert rt.scaled_step(disabled, optimizer) is True and not torch.equal(param.detach(), value)

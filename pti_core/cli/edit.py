@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="paper: the paper's settings (450 + 350 steps, fp32); fast: 100 inversion steps, "
                              "tuning lr 3e-3, bf16 where native (see pti_core.presets); flags below override")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
-                        help="autocast precision of the loops (default: the preset's)")
+                        help="autocast precision of the loops (default: the preset's); fp16 with dynamic loss scaling")
     parser.add_argument("--compile", action="store_true", help="torch.compile the generator (CUDA)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the optimisation noise")
