@@ -42,6 +42,25 @@ def native_bf16(device: torch.device | str) -> bool:
     return False
 
 
+def native_precision(device: torch.device | str, precision: str) -> bool:
+    """Returns whether ``precision`` ("fp32", "bf16", "fp16") autocast runs on native kernels on ``device``.
+
+    float32 always does; elsewhere PyTorch emulates the type: correct, but slower than float32.
+    """
+    device = torch.device(device)
+    if precision == "fp32":
+        return True
+    if precision == "bf16":
+        return native_bf16(device)
+    if precision == "fp16":
+        if device.type == "cuda":
+            return True
+        if device.type == "cpu":
+            return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_fp16_supported())
+        return False
+    raise ConfigError(f"precision must be one of fp32, bf16, fp16, got {precision!r}")
+
+
 def preset(name: str, device: torch.device | str = "cpu", **overrides) -> tuple[InversionConfig, TuningConfig]:
     """Returns ``(InversionConfig, TuningConfig)`` of the preset ``name`` for ``device``.
 
@@ -71,4 +90,4 @@ def preset(name: str, device: torch.device | str = "cpu", **overrides) -> tuple[
     return inversion, tuning
 
 
-__all__ = ["PRESETS", "preset", "native_bf16", "FAST_INVERSION_STEPS", "FAST_TUNING_LR"]
+__all__ = ["PRESETS", "preset", "native_bf16", "native_precision", "FAST_INVERSION_STEPS", "FAST_TUNING_LR"]

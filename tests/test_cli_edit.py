@@ -11,6 +11,7 @@ from helpers import tiny_generator
 from pti_core.__main__ import main
 from pti_core.generators.checkpoints import load_generator, save_generator
 from pti_core.imageio import load_image, save_image
+from pti_core.presets import native_bf16, native_precision
 
 
 
@@ -88,3 +89,29 @@ def test_defaults_point_at_the_shipped_model_and_builtin_is_deterministic():
     assert a.img_resolution == 64
     photo = defaults.default_photo()
     assert photo.shape == (1, 3, 512, 512) and photo.min() >= -1 and photo.max() <= 1
+
+
+def test_precision_and_compile_notes(tmp_path, capsys):
+    """A precision without native kernels here, or --compile off CUDA, runs but says so in one line."""
+    model = save_generator(tiny_generator(0), tmp_path / "g.safetensors")
+    photo = tmp_path / "photo.png"
+    save_image(torch.rand(1, 3, 16, 16) * 2 - 1, photo)
+    out = tmp_path / "out"
+    assert main(["edit", "--model", str(model), "--image", str(photo), "--out", str(out), "--precision", "fp16",
+                 "--compile", *FAST]) == 0
+    err = capsys.readouterr().err
+    assert "--compile applies on CUDA only" in err
+    assert ("fp16 autocast has no native kernels" in err) == (not native_precision("cpu", "fp16"))
+    config = json.loads((out / "config.json").read_text())
+    assert config["inversion"]["precision"] == config["tuning"]["precision"] == "fp16"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["pti"]["mse"] < metrics["inversion"]["mse"]
+    assert main(["edit", "--model", str(model), "--image", str(photo), "--out", str(tmp_path / "o2"), *FAST]) == 0
+    err = capsys.readouterr().err  # fp32, no --compile: no note
+    assert "native kernels" not in err and "--compile" not in err
+
+
+def test_native_precision():
+    assert native_precision("cpu", "fp32") and native_precision("cuda", "fp32")
+    assert native_precision("cpu", "bf16") == native_bf16("cpu")
+    assert native_precision("cuda", "fp16") and not native_precision("mps", "fp16")

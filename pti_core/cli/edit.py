@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     from ..inversion import invert
     from ..latents import save_latent
     from ..metrics import identity_distance, lpips_distance, mse, psnr
-    from ..presets import preset
+    from ..presets import native_precision, preset
     from ..tune import Locality, pivotal_tune
 
     started = time.time()
@@ -206,6 +206,13 @@ def run(args: argparse.Namespace) -> int:
                                         locality=Locality() if args.locality else None,
                                         precision=args.precision or tuning_preset.precision,
                                         compile=args.compile, **demo_tuning)
+
+    for precision in sorted({inversion_config.precision, tuning_config.precision}):
+        if not native_precision(device, precision):
+            _say(f"note: {precision} autocast has no native kernels on this {device.type}; PyTorch emulates it, "
+                 f"which is slower than fp32 (--precision fp32 avoids that)")
+    if args.compile and device.type != "cuda":
+        _say(f"note: --compile applies on CUDA only; the loops run uncompiled on {device.type}")
 
     # directions (edits with the tuned generator)
     strengths = args.strength or [-3.0, 3.0]
