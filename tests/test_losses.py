@@ -184,6 +184,6 @@ def test_noise_regularization_stacked_equals_the_per_map_pyramid():
                    + torch.randn(2, 1, 1, s, generator=generator, dtype=torch.float64)).requires_grad_(True)
                   for s in sizes]
         got, want = noise_regularization(noises), per_map(noises)
-        assert float(want) > 0.01 and abs(float(got - want)) <= 1e-12 * float(want)
+        assert want.item() > 0.01 and abs((got - want).item()) <= 1e-12 * want.item()
         for a, b in zip(torch.autograd.grad(got, noises), torch.autograd.grad(want, noises)):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)
