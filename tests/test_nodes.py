@@ -301,6 +301,23 @@ def test_precision_widget_reaches_the_loops(nodes, monkeypatch, pack, native):
     assert torch.isfinite(image).all()
     with pytest.raises(ValueError, match="precision must be one of fp32, auto"):
         run(nodes, "PTI_Invert", G, target, **FAST_INVERT, precision="fp16")
-    for node_id in ("PTI_Invert", "PTI_PivotalTune"):  # the widget is optional and last: saved workflows load
+    # the widgets are optional and last, in the order they were added: saved workflows load
+    for node_id, optional in (("PTI_Invert", ["init_latent", "precision"]), ("PTI_PivotalTune", ["precision", "l2_weight"])):
         inputs = nodes[node_id].INPUT_TYPES()
-        assert list(inputs["optional"])[-1] == "precision" and "precision" not in inputs["required"]
+        assert list(inputs["optional"]) == optional and not set(optional) & set(inputs["required"])
+
+
+def test_l2_weight_widget_reaches_the_tuning_config(nodes, pack, monkeypatch):
+    from importlib import import_module
+    core = sys.modules[pack.__name__ + ".nodes._common"].core()  # the pack's own pti_core
+    tune = import_module(f"{core.__name__}.tune")
+
+    seen, real_tune = [], tune.pivotal_tune
+    monkeypatch.setattr(tune, "pivotal_tune", lambda *a, config, **k: seen.append(config.l2_weight)
+                        or real_tune(*a, config=config, **k))
+    G = tiny_generator(2)
+    target, _ = run(nodes, "PTI_Generate", tiny_generator(5), 11, 1, 1.0, "const")
+    latent, _ = run(nodes, "PTI_Invert", G, target, **FAST_INVERT)
+    run(nodes, "PTI_PivotalTune", G, target, latent, **FAST_TUNE)  # saved before the widget: the paper's 1
+    run(nodes, "PTI_PivotalTune", G, target, latent, **FAST_TUNE, l2_weight=100.0)
+    assert seen == [1.0, 100.0]

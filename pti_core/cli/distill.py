@@ -5,6 +5,8 @@ Examples::
     python -m pti_core distill --out runs/faces --steps 2600
     python -m pti_core distill --out runs/faces --steps 3000 --resume      # continue / extend
     python -m pti_core distill --out runs/faces --export faces.safetensors --fidelity 256
+    python -m pti_core distill --method glo --init first.safetensors --out runs/glo --steps 7000 \
+        --learning-rate 5e-3 --latent-learning-rate 0.1 --threads 2        # latent-optimised (pti_core.glo)
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     defaults = DistillConfig()
     parser.add_argument("--out", required=True, type=Path, help="run folder (checkpoint + config)")
+    parser.add_argument("--method", choices=("regression", "glo"), default="regression",
+                        help="regression: the student's mapping regresses the teacher's z -> image (pti_core.distill); "
+                             "glo: per-image latents optimised with the synthesis network, the mapping fitted "
+                             "to them (pti_core.glo; starts from --init)")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="glo: generator file to start from (default: the shipped model's file)")
+    parser.add_argument("--dataset-size", type=int, default=None, help="glo: teacher images (default 4096)")
+    parser.add_argument("--latent-learning-rate", type=float, default=None,
+                        help="glo: SparseAdam lr of the per-image latents (default 0.03)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out (same settings)")
     parser.add_argument("--steps", type=int, default=None, help=f"total steps (default {defaults.steps})")
     parser.add_argument("--max-steps-this-run", type=int, default=None,
@@ -48,6 +59,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="whose samples --template measures (same z; default the student)")
     parser.add_argument("--side-by-side", type=Path, default=None,
                         help="write a PNG grid: teacher (top row) vs student (bottom row) on held-out z")
+
+
+def _glo_config(args: argparse.Namespace):
+    from ..glo import CONFIG_NAME, GLOConfig
+
+    if args.resume and (args.out / CONFIG_NAME).is_file():
+        base = GLOConfig.from_json((args.out / CONFIG_NAME).read_text())
+    elif args.config is not None:
+        base = GLOConfig.from_json(args.config.read_text())
+    else:
+        base = GLOConfig()
+    overrides = {name: getattr(args, name) for name in (
+        "steps", "batch_size", "learning_rate", "perceptual_weight", "l2_weight", "checkpoint_every", "seed",
+        "dataset_size", "latent_learning_rate") if getattr(args, name) is not None}
+    if args.init is not None:
+        overrides["init"] = str(args.init)
+    return dataclasses.replace(base, **overrides)
 
 
 def _config(args: argparse.Namespace):
@@ -87,12 +115,22 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("distill runs on cpu in this version; drop --device")
     if args.export is not None and args.export.exists():
         raise OutputExistsError(f"{args.export} exists; choose another --export path")
-    if not args.no_train:
-        config = _config(args)
-        result = D.distill(config, args.out, resume=args.resume, max_steps_this_run=args.max_steps_this_run,
-                           log=lambda line: print(line, flush=True))
-        print(f"step {result.step}/{config.steps}; checkpoint {result.checkpoint}")
-    G, config, step = D.load_student(args.out)
+    if args.method == "glo":
+        from .. import glo
+
+        if not args.no_train:
+            config = _glo_config(args)
+            result = glo.train_glo(config, args.out, resume=args.resume, max_steps_this_run=args.max_steps_this_run,
+                                   log=lambda line: print(line, flush=True))
+            print(f"step {result.step}/{config.steps}; checkpoint {result.checkpoint}")
+        G, config, step = glo.load_glo_student(args.out)
+    else:
+        if not args.no_train:
+            config = _config(args)
+            result = D.distill(config, args.out, resume=args.resume, max_steps_this_run=args.max_steps_this_run,
+                               log=lambda line: print(line, flush=True))
+            print(f"step {result.step}/{config.steps}; checkpoint {result.checkpoint}")
+        G, config, step = D.load_student(args.out)
     if args.fidelity:
         teacher = D.load_teacher(config.teacher)
         print(json.dumps({"step": step, **D.fidelity(G, teacher, n=args.fidelity)}))
@@ -107,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         grid = torch.cat([torch.cat(list(top), dim=2), torch.cat(list(bottom), dim=2)], dim=1)  # [3, 2R, 8R]
         nchw_to_pil(grid[None].clamp(-1, 1)).save(args.side_by_side)
         print(f"wrote {args.side_by_side}")
-    extra = {"distill_step": str(step), "distill_config": config.to_json()}
+    extra = {"distill_step": str(step), "distill_method": args.method, "distill_config": config.to_json()}
     if args.template is not None:
         from ..labels import measure_template
 

@@ -20,8 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-DEMO_INVERSION_STEPS = 100
-DEMO_TUNING_STEPS = 100
 PERCEPTUAL_CHOICES = ("auto", "lpips-vgg", "lpips-alex", "stlpips-alex", "random-alex", "random-vgg")
 
 
@@ -37,8 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="edit strength (repeatable; one per --direction, or one for all); default -3 and +3")
     parser.add_argument("--align", action="store_true", help="FFHQ-align the face first (needs the align extra)")
     parser.add_argument("--space", choices=("w", "w+"), default="w", help="pivot latent space (PTI: w)")
-    parser.add_argument("--inversion-steps", type=int, default=None, help="default 450 (demo: 100)")
-    parser.add_argument("--tuning-steps", type=int, default=None, help="default 350 (demo: 100)")
+    parser.add_argument("--inversion-steps", type=int, default=None,
+                        help="default 450 (the built-in model: 100; --preset fast: 100)")
+    parser.add_argument("--tuning-steps", type=int, default=None, help="default 350 (the built-in model: 300)")
     parser.add_argument("--locality", action="store_true", help="locality regularisation while tuning")
     parser.add_argument("--perceptual", choices=PERCEPTUAL_CHOICES, default="auto",
                         help="perceptual backbone; auto = LPIPS-VGG (inversion) / LPIPS-AlexNet (tuning) when "
@@ -139,11 +138,11 @@ def run(args: argparse.Namespace) -> int:
     from .. import defaults
     from ..errors import ConfigError, OutputExistsError
     from ..imageio import load_image, prepare_target, save_image
-    from ..inversion import invert
     from ..latents import save_latent
-    from ..metrics import identity_distance, lpips_distance, mse, psnr
-    from ..presets import native_precision, preset
-    from ..tune import Locality, pivotal_tune
+    from ..metrics import quality_report
+    from ..presets import BUILTIN_MODEL, builtin_configs, native_precision, preset
+    from ..pipeline import align_for, reconstruct
+    from ..tune import Locality
 
     started = time.time()
     if args.threads is not None:
@@ -173,39 +172,37 @@ def run(args: argparse.Namespace) -> int:
     else:
         photo = load_image(args.image)
 
-    shipped = demo and defaults.DEFAULT_GENERATOR_FILE.is_file()
+    shipped = defaults.DEFAULT_GENERATOR_FILE.is_file() and (
+        demo or Path(args.model).resolve() == defaults.DEFAULT_GENERATOR_FILE.resolve())
     if shipped and args.image is None and not args.align and _align_available():
         args.align = True
         _say("demo: aligning the astronaut's face with the built-in model's own face framing")
     if args.align:
-        from ..align import align_face, generator_template
-
-        aligned = align_face(photo, output_size=G.img_resolution, template=generator_template(G),
-                             name=args.image or "astronaut")
+        aligned = align_for(G, photo, name=args.image or "astronaut")
         target = aligned.image
     else:
         target = photo  # centre crop + antialiased resize in prepare_target
     target = prepare_target(target, G.img_resolution)  # [1, 3, R, R]
 
-    inversion_preset, tuning_preset = preset(args.preset, device)
-    inversion_steps = args.inversion_steps or (DEMO_INVERSION_STEPS if demo else inversion_preset.steps)
-    tuning_steps = args.tuning_steps or (DEMO_TUNING_STEPS if demo else tuning_preset.steps)
-    invert_kind, note = _perceptual(args.perceptual, "invert")
-    tune_kind, note2 = _perceptual(args.perceptual, "tune")
+    # The paper's early stop (LPIPS-AlexNet <= 0.06), lr and loss weights assume the real LPIPS at >= 256 px;
+    # the built-in 64 px model gets its measured settings (pti_core.presets.BuiltinModelSettings), named or not.
+    inversion_preset, tuning_preset = builtin_configs() if shipped else preset(args.preset, device)
+    inversion_steps = args.inversion_steps or inversion_preset.steps
+    tuning_steps = args.tuning_steps or tuning_preset.steps
+    if shipped and args.perceptual == "auto":  # measured with the bundled ST-LPIPS; 64 px is below LPIPS' range
+        (invert_kind, note), (tune_kind, note2) = (inversion_preset.perceptual, None), (tuning_preset.perceptual, None)
+    else:
+        (invert_kind, note), (tune_kind, note2) = _perceptual(args.perceptual, "invert"), _perceptual(args.perceptual, "tune")
     for message in {note, note2} - {None}:
         _say(f"note: {message}")
     inversion_config = dataclasses.replace(inversion_preset, space=args.space, steps=inversion_steps,
                                            perceptual=invert_kind, seed=args.seed,
                                            precision=args.precision or inversion_preset.precision,
                                            compile=args.compile)
-    # The paper's early stop (LPIPS-AlexNet <= 0.06) and lr assume the real LPIPS at >= 256 px. The demo's
-    # 64 px model with the bundled ST-LPIPS (another scale) stops long before the pixels match; it tunes
-    # all steps at lr 3e-3 instead (measured in pti_core/data/MODEL_CARD.md).
-    demo_tuning = {"lr": 3e-3, "lpips_threshold": 0.0} if shipped and tune_kind == "stlpips-alex" else {}
     tuning_config = dataclasses.replace(tuning_preset, steps=tuning_steps, perceptual=tune_kind, seed=args.seed,
                                         locality=Locality() if args.locality else None,
                                         precision=args.precision or tuning_preset.precision,
-                                        compile=args.compile, **demo_tuning)
+                                        compile=args.compile)
 
     for precision in sorted({inversion_config.precision, tuning_config.precision}):
         if not native_precision(device, precision):
@@ -215,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         _say(f"note: --compile applies on CUDA only; the loops run uncompiled on {device.type}")
 
     # directions (edits with the tuned generator)
-    strengths = args.strength or [-3.0, 3.0]
+    strengths = args.strength or list(BUILTIN_MODEL.edit_strengths if shipped else (-3.0, 3.0))
     edits = []
     from ..directions import apply_directions, load_direction, sefa
 
@@ -240,16 +237,10 @@ def run(args: argparse.Namespace) -> int:
     bar = _Bar(args.quiet)
     out.mkdir(parents=True, exist_ok=True)
     save_image(target, out / "input.png")
-    t0 = time.time()
-    inversion = invert(G, target.to(device), config=inversion_config, progress=bar)
-    t1 = time.time()
-    tuned = pivotal_tune(G, target.to(device), inversion.ws.to(device), config=tuning_config, progress=bar)
-    t2 = time.time()
+    result = reconstruct(G, target, inversion=inversion_config, tuning=tuning_config, progress=bar)
     bar.close()
-    G_tuned = tuned.generator
-    ws = inversion.ws.to(device)
-    with torch.no_grad():
-        reconstruction = G_tuned.synthesis(ws, noise_mode="const").clamp(-1, 1).cpu()
+    inversion, tuned, G_tuned = result.inversion, result.tuned, result.generator
+    reconstruction = result.reconstruction.cpu()
     save_image(inversion.image, out / "inversion.png")
     save_image(reconstruction, out / "pti.png")
     written_edits = []
@@ -274,11 +265,8 @@ def run(args: argparse.Namespace) -> int:
     target_cpu = target.cpu()
     metrics = {"lpips_net": metric_kind}
     for label, image in (("inversion", inversion.image), ("pti", reconstruction)):
-        metrics[label] = {"mse": float(mse(image, target_cpu)[0]), "psnr": float(psnr(image, target_cpu)[0]),
-                          "lpips": float(lpips_distance(image, target_cpu, net=metric_kind)[0])}
-        if _align_available():  # dlib's face descriptor distance (same person < 0.6)
-            metrics[label]["identity_distance"] = float(identity_distance(image, target_cpu)[0])
-    metrics.update({"inversion_seconds": round(t1 - t0, 3), "tuning_seconds": round(t2 - t1, 3),
+        metrics[label] = quality_report(image, target_cpu, net=metric_kind, identity=_align_available())
+    metrics.update({"inversion_seconds": round(result.seconds[0], 3), "tuning_seconds": round(result.seconds[1], 3),
                     "total_seconds": round(time.time() - started, 3), "tuning_steps_run": tuned.steps_run[0],
                     "device": str(device)})
     _write_json(out / "metrics.json", metrics)
@@ -286,8 +274,11 @@ def run(args: argparse.Namespace) -> int:
               "demo": demo, "inversion": inversion_config.to_dict(), "tuning": tuning_config.to_dict(),
               "edits": written_edits}
     _write_json(out / "config.json", config)
-    _say(f"inversion MSE {metrics['inversion']['mse']:.4f} LPIPS {metrics['inversion']['lpips']:.4f} -> "
-         f"PTI MSE {metrics['pti']['mse']:.4f} LPIPS {metrics['pti']['lpips']:.4f} ({metric_kind})")
+    def summary(m: dict) -> str:
+        identity = f" identity {m['identity_distance']:.3f}" if "identity_distance" in m else ""
+        return f"PSNR {m['psnr']:.2f} dB{identity} detail error {m['detail_error']:.3f} LPIPS {m['lpips']:.4f}"
+
+    _say(f"inversion {summary(metrics['inversion'])} -> PTI {summary(metrics['pti'])} ({metric_kind})")
     _say(f"wrote {out}/: input.png inversion.png pti.png {len(written_edits) * 2} edit images "
          f"tuned_generator.safetensors pivot.safetensors metrics.json config.json "
          f"in {metrics['total_seconds']:.1f} s")
