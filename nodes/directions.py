@@ -78,6 +78,8 @@ class PTI_LoadDirection:
                    "models/stylegan_directions. Files are read as plain tensors (nothing is executed). Well-known "
                    "public files are listed even when missing; picking one tells you where to download it.")
     CATEGORY = _common.CATEGORY
+    SEARCH_ALIASES = ["load direction", "latent direction", "interfacegan", "ganspace", "age", "smile", "pose",
+                      "face edit", "stylegan"]
     RETURN_TYPES = ("STYLEGAN_DIRECTION",)
     RETURN_NAMES = ("direction",)
     OUTPUT_TOOLTIPS = ("The direction (or the whole component set when component is -1).",)
@@ -123,6 +125,8 @@ class PTI_ApplyDirection:
                    "renders the result. With sweep on, the first direction's strength goes from strength_from to "
                    "strength_to over `frames` frames, returned as one IMAGE batch (for GIF/MP4 or a grid).")
     CATEGORY = _common.CATEGORY
+    SEARCH_ALIASES = ["apply direction", "face edit", "edit latent", "age", "smile", "older", "younger", "head turn",
+                      "yaw", "sweep", "interfacegan", "stylegan"]
     RETURN_TYPES = ("IMAGE", "STYLEGAN_LATENT")
     RETURN_NAMES = ("images", "latent")
     OUTPUT_TOOLTIPS = ("The edited image(s) [B, H, W, 3]; a sweep gives frames x latents images, frame-major.",
@@ -245,6 +249,8 @@ class PTI_DiscoverDirections:
                    "Components are sorted, strongest first; pick one by index. Works for any StyleGAN, "
                    "including models nobody published directions for.")
     CATEGORY = _common.CATEGORY
+    SEARCH_ALIASES = ["discover directions", "sefa", "ganspace", "pca", "unsupervised directions", "latent direction",
+                      "stylegan"]
     RETURN_TYPES = ("STYLEGAN_DIRECTION",)
     RETURN_NAMES = ("direction",)
     OUTPUT_TOOLTIPS = ("The chosen component as a unit direction (default layers = the chosen layers).",)
@@ -292,6 +298,7 @@ class PTI_DirectionFromLatents:
                    "the mean of latent_from (e.g. inverted smiling photos minus the same people neutral). "
                    "Positive strengths then move towards latent_to.")
     CATEGORY = _common.CATEGORY
+    SEARCH_ALIASES = ["direction from latents", "latent difference", "learn direction", "face edit", "stylegan"]
     RETURN_TYPES = ("STYLEGAN_DIRECTION",)
     RETURN_NAMES = ("direction",)
     OUTPUT_TOOLTIPS = ("A unit direction from latent_from towards latent_to.",)

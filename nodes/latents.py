@@ -119,6 +119,7 @@ class PTI_SaveLatent:
                    "folder, never overwriting: <prefix>_00001_.safetensors, ... Copy it to the input folder "
                    "to load it again with Load Latent.")
     CATEGORY = _common.CATEGORY
+    SEARCH_ALIASES = ["save latent", "save pivot", "w latent", "stylegan latent", "pti"]
     RETURN_TYPES = ()
     OUTPUT_TOOLTIPS = ()
     OUTPUT_NODE = True
@@ -153,6 +154,7 @@ class PTI_LoadLatent:
                    "NVIDIA projector output (projected_w.npz) or a plain .npy array [B, num_ws, w_dim]. "
                    "Files are read as plain arrays; pickles are refused.")
     CATEGORY = _common.CATEGORY
+    SEARCH_ALIASES = ["load latent", "load pivot", "w latent", "stylegan latent", "pti"]
     RETURN_TYPES = ("STYLEGAN_LATENT",)
     RETURN_NAMES = ("latent",)
     OUTPUT_TOOLTIPS = ("The latent: ws [B, num_ws, w_dim] float32 and its space (w if all layers are equal).",)

@@ -44,6 +44,7 @@ class PTI_LoadStyleGAN:
     DESCRIPTION = ("Loads a StyleGAN2/3 generator from ComfyUI's models/stylegan folder: NVIDIA .pkl "
                    "(read safely, no code runs), rosinality .pt, PTI tuned .pt, or this pack's .safetensors.")
     CATEGORY = _common.CATEGORY
+    SEARCH_ALIASES = ["stylegan", "load stylegan", "stylegan2", "stylegan3", "ffhq", "gan loader", "pkl", "pti"]
     RETURN_TYPES = ("STYLEGAN",)
     RETURN_NAMES = ("generator",)
     OUTPUT_TOOLTIPS = ("The generator (eval mode, on ComfyUI's compute device).",)
@@ -82,6 +83,7 @@ class PTI_SaveStyleGAN:
     DESCRIPTION = ("Saves a generator (e.g. the pivotally tuned one) as .safetensors into models/stylegan, "
                    "never overwriting: <prefix>_00001_.safetensors, ... Load it again with Load StyleGAN.")
     CATEGORY = _common.CATEGORY
+    SEARCH_ALIASES = ["save stylegan", "save tuned generator", "export generator", "safetensors", "pti"]
     RETURN_TYPES = ()
     OUTPUT_TOOLTIPS = ()
     OUTPUT_NODE = True
@@ -124,6 +126,7 @@ class PTI_Generate:
     DESCRIPTION = ("Generates a batch of images from random z (seeded) and outputs their W latents, "
                    "ready for Apply Direction. Truncation psi < 1 pulls towards the average face.")
     CATEGORY = _common.CATEGORY
+    SEARCH_ALIASES = ["stylegan generate", "random face", "sample gan", "gan", "truncation", "stylegan"]
     RETURN_TYPES = ("IMAGE", "STYLEGAN_LATENT")
     RETURN_NAMES = ("images", "latent")
     OUTPUT_TOOLTIPS = ("The generated images [B, H, W, 3].",
@@ -172,6 +175,7 @@ class PTI_RenderLatent:
     DESCRIPTION = ("Renders a STYLEGAN_LATENT with a generator (e.g. the pivot with the tuned generator). "
                    "The latent must come from a model with the same num_ws and w_dim.")
     CATEGORY = _common.CATEGORY
+    SEARCH_ALIASES = ["render latent", "synthesis", "latent to image", "stylegan", "gan"]
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("images",)
     OUTPUT_TOOLTIPS = ("The rendered images [B, H, W, 3].",)

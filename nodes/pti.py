@@ -80,6 +80,8 @@ class PTI_Invert:
                    "the pivot latent for Pivotal Tune, and its reconstruction. Images are centre-cropped to a "
                    "square and resized to the model's resolution; align faces first for face models.")
     CATEGORY = _common.CATEGORY
+    SEARCH_ALIASES = ["gan inversion", "invert image", "projection", "pivot", "image to latent", "stylegan projector",
+                      "pti", "face edit"]
     RETURN_TYPES = ("STYLEGAN_LATENT", "IMAGE")
     RETURN_NAMES = ("latent", "reconstruction")
     OUTPUT_TOOLTIPS = ("The pivot latents ws [B, num_ws, w_dim] (one per image).",
@@ -154,6 +156,8 @@ class PTI_PivotalTune:
                    "generator (the input one is unchanged). per-image mode needs a batch of 1; shared mode "
                    "tunes one generator for all images of the batch.")
     CATEGORY = _common.CATEGORY
+    SEARCH_ALIASES = ["pti", "pivotal tuning", "gan inversion", "fine-tune generator", "face edit", "identity",
+                      "stylegan"]
     RETURN_TYPES = ("STYLEGAN", "IMAGE")
     RETURN_NAMES = ("tuned_generator", "reconstruction")
     OUTPUT_TOOLTIPS = ("The tuned generator (a new model; feed it to Apply Direction / Render Latent).",
@@ -212,7 +216,8 @@ class PTI_PivotalTune:
             tuning = _core_module("tune")
             config = tuning.TuningConfig(
                 steps=int(steps), lr=float(learning_rate), lpips_threshold=float(lpips_threshold),
-                l2_weight=float(l2_weight), locality=tuning.Locality() if locality == "on" else None, mode=mode, seed=int(seed),
+                l2_weight=float(l2_weight), locality=tuning.Locality() if locality == "on" else None, mode=mode,
+                seed=int(seed),
                 perceptual=perceptual, preview_every=PREVIEW_EVERY, precision=_precision(precision, G))
             with torch.inference_mode(False), torch.enable_grad():
                 target = _targets(images)

@@ -127,6 +127,7 @@ class PTI_LoadCLIP:
                    "TorchScript code is never run). ViT-B/32 from OpenAI is what StyleCLIP's published FFHQ "
                    "statistics were measured with.")
     CATEGORY = _common.CATEGORY
+    SEARCH_ALIASES = ["clip", "load clip", "styleclip", "text edit", "pti"]
     RETURN_TYPES = ("PTI_CLIP",)
     RETURN_NAMES = ("clip",)
     OUTPUT_TOOLTIPS = ("The CLIP model (float32, on ComfyUI's compute device).",)
@@ -217,6 +218,8 @@ class PTI_StyleCLIPDirection:
                    "1024 px; saved to models/stylegan_directions/styleclip_cache and resumed if cancelled). Connect "
                    "to Apply Direction; strength 1 there applies alpha.")
     CATEGORY = _common.CATEGORY
+    SEARCH_ALIASES = ["styleclip", "text direction", "text edit", "prompt edit", "face edit", "global direction",
+                      "stylegan"]
     RETURN_TYPES = ("STYLEGAN_DIRECTION",)
     RETURN_NAMES = ("direction",)
     OUTPUT_TOOLTIPS = ("A StyleSpace direction (space 's', alpha already applied): offsets of the style channels.",)
@@ -296,6 +299,7 @@ class PTI_StyleCLIPMapper:
                    "purple hair, surprised, ... for the FFHQ 1024 generator); put the .pt files in "
                    "models/stylegan_directions/styleclip_mappers/. Render the result with the (tuned) generator.")
     CATEGORY = _common.CATEGORY
+    SEARCH_ALIASES = ["styleclip mapper", "text edit", "prompt edit", "face edit", "stylegan"]
     RETURN_TYPES = ("STYLEGAN_LATENT",)
     RETURN_NAMES = ("latent",)
     OUTPUT_TOOLTIPS = ("The edited latent (space w+: the mapper changes rows differently).",)

@@ -55,7 +55,8 @@ class GLOConfig:
 
     Attributes:
         teacher: which teacher (see :data:`pti_core.distill.TEACHERS`).
-        init: generator file whose weights start the student ("" = the shipped model's file).
+        init: generator file whose weights start the student ("" = the shipped model's file;
+            "scratch" = a new seeded student of ``DistillConfig()``'s architecture).
         dataset_size: number of teacher images (each with its own latent).
         steps, batch_size: optimisation steps and images per step.
         learning_rate: Adam lr of the synthesis network; ``mapping_learning_rate`` of the mapping.
@@ -147,9 +148,12 @@ def _lr_scale(config: GLOConfig, step: int) -> float:
     return 1.0 - 0.9 * min(1.0, (step - decay_start) / max(1.0, config.steps - decay_start))
 
 
-def _load_init(config: GLOConfig) -> nn.Module:
+def _load_init(config: GLOConfig, *, z_dim: int, resolution: int) -> nn.Module:
     from .generators.checkpoints import load_generator
-    from .distill import DEFAULT_MODEL_PATH
+    from .distill import DEFAULT_MODEL_PATH, DistillConfig, build_student
+
+    if config.init == "scratch":  # a fresh student of DistillConfig()'s architecture, seeded
+        return build_student(DistillConfig(seed=config.seed), z_dim=z_dim, resolution=resolution)
 
     path = Path(config.init) if config.init else DEFAULT_MODEL_PATH
     if not path.is_file():
@@ -258,7 +262,11 @@ def train_glo(config: GLOConfig, out_dir: str | Path, *, resume: bool = False, t
     teacher = teacher if teacher is not None else load_teacher(config.teacher)
     if perceptual is None and config.perceptual_weight:
         perceptual = load_stlpips()
-    student = copy.deepcopy(init) if init is not None else _load_init(config)
+    if init is None:
+        with torch.no_grad():
+            resolution = int(teacher(torch.zeros(1, teacher.z_dim)).shape[-1])
+        init = _load_init(config, z_dim=teacher.z_dim, resolution=resolution)
+    student = copy.deepcopy(init)
     student = student.float().train().requires_grad_(True)
     z_all = dataset_z(config, teacher.z_dim)  # [N, z_dim]
     with torch.no_grad():

@@ -71,6 +71,9 @@ def test_node_conventions(nodes, pack):
         assert callable(getattr(cls, cls.FUNCTION))
         assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES), node_id
         assert node_id in pack.NODE_DISPLAY_NAME_MAPPINGS
+        aliases = cls.SEARCH_ALIASES  # the words a user types in the node search (ComfyUI 0.33)
+        assert len(aliases) >= 4 and all(a == a.lower() and a.strip() for a in aliases), node_id
+        assert len(set(aliases)) == len(aliases), node_id
         spec = cls.INPUT_TYPES()
         for section in spec.values():
             for name, value in section.items():

@@ -165,6 +165,55 @@ def test_widgets_values_follow_widget_order(pack, path):
                 assert options.get("min", -np.inf) <= value <= options.get("max", np.inf), where
 
 
+# LiteGraph's geometry (ComfyUI frontends 1.27-1.58): the title bar sits above ``pos``; every socket row and
+# every widget row takes about 20-24 px. Nodes that draw images (previews while PTI runs, loaded or saved
+# images) need room below their widgets, or they grow over their neighbours during a run.
+TITLE_HEIGHT, SLOT_HEIGHT, WIDGET_HEIGHT, MARGIN = 30, 20, 24, 10
+IMAGE_ROOM = 220
+DRAWS_IMAGES = {"PTI_Invert", "PTI_PivotalTune", "PreviewImage", "SaveImage", "LoadImage"}
+
+
+def needed_height(pack, node: dict) -> int:
+    """Returns the body height a node needs for its sockets, widgets and (where it draws one) an image."""
+    if node["type"] in FRONTEND_ONLY:
+        return 60
+    spec, outputs = node_spec(pack, node["type"])
+    sockets = [name for name, kind, options in spec if not is_widget(kind, options)]
+    rows = max(len(sockets), len(outputs))
+    height = rows * SLOT_HEIGHT + len(widget_layout(pack, node["type"])) * WIDGET_HEIGHT + MARGIN
+    return height + (IMAGE_ROOM if node["type"] in DRAWS_IMAGES else 0)
+
+
+def node_box(node: dict) -> tuple[float, float, float, float]:
+    """Returns (left, top, right, bottom) of a node as drawn, title bar included."""
+    (x, y), (w, h) = node["pos"], node["size"]
+    return (x, y - TITLE_HEIGHT, x + w, y + h)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_nodes_have_room_and_never_overlap(pack, path):
+    nodes = load(path)["nodes"]
+    for node in nodes:
+        assert node["size"][1] >= needed_height(pack, node), (node["id"], node["type"], node["size"],
+                                                               needed_height(pack, node))
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            la, ta, ra, ba = node_box(a)
+            lb, tb, rb, bb = node_box(b)
+            apart = ra + MARGIN <= lb or rb + MARGIN <= la or ba + MARGIN <= tb or bb + MARGIN <= ta
+            assert apart, f"{path.name}: node {a['id']} {a['type']} overlaps node {b['id']} {b['type']}"
+
+
+def test_overlap_check_bites(pack):
+    """The check above fails on the layout the first releases shipped (Load Upscale Model over Apply Direction)."""
+    a = {"id": 8, "type": "PTI_ApplyDirection", "pos": [1050, 0], "size": [310, 443]}
+    b = {"id": 9, "type": "UpscaleModelLoader", "pos": [1050, 330], "size": [310, 83]}
+    la, ta, ra, ba = node_box(a)
+    lb, tb, rb, bb = node_box(b)
+    assert not (ra + MARGIN <= lb or rb + MARGIN <= la or ba + MARGIN <= tb or bb + MARGIN <= ta)
+    assert needed_height(pack, {"type": "PTI_Invert"}) > 300  # the preview's room is counted
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_api_copy_is_the_ui_workflow(pack, path):
     assert ui_to_api(pack, load(path)) == load(API_DIR / path.name)
