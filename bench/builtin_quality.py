@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="default: the built-in model")
     parser.add_argument("--photos", nargs="*", default=list(PHOTOS))
     parser.add_argument("--settings", choices=("current", "release1"), default="current")
+    parser.add_argument("--tuning", default=None, metavar="JSON",
+                        help='TuningConfig fields to override, e.g. \'{"steps": 200, "locality": {"alpha": 8}}\'')
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="write target | inversion | PTI | edits per photo")
     args = parser.parse_args(argv)
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from pti_core.metrics import identity_distance, quality_report
     from pti_core.pipeline import align_for, reconstruct, render_edits
     from pti_core.presets import BUILTIN_MODEL, builtin_configs
+    from pti_core.tune import TuningConfig
 
     path = args.model or D.DEFAULT_MODEL_PATH
     G = load_generator(path).eval()
@@ -56,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     inversion, tuning = builtin_configs(preview_every=0)
     if args.settings == "release1":
         tuning = dataclasses.replace(tuning, steps=100, lr=3e-3, l2_weight=1.0)
+    if args.tuning:
+        tuning = TuningConfig.from_dict({**tuning.to_dict(), **json.loads(args.tuning)})
     low, high = BUILTIN_MODEL.edit_strengths[0], BUILTIN_MODEL.edit_strengths[-1]
     rows = []
     for name in args.photos:
@@ -91,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             save_image(torch.cat(list(strip), dim=2)[None], args.out / f"{Path(name).stem}.png")
 
     print(f"\nmodel {path.name}, settings {args.settings}: inversion {inversion.steps} steps, tuning {tuning.steps} "
-          f"steps at lr {tuning.lr}, L2 weight {tuning.l2_weight}; edits at {low:+g} / {high:+g}")
+          f"steps at lr {tuning.lr}, L2 weight {tuning.l2_weight}, locality {tuning.locality}; "
+          f"edits at {low:+g} / {high:+g}")
     print("| photo | inversion PSNR / id / detail | PTI PSNR / id / detail / ST-LPIPS | yaw change | mouth rises "
           "| edit id max | faces | s |")
     print("|---|---|---|---|---|---|---|---|")

@@ -105,6 +105,21 @@ def model_path(kind: str, name: str) -> Path:
     return Path(found)
 
 
+def validation_message(find, name: str):
+    """Returns True when ``find(name)`` finds the file, else the one-line message of its MissingFileError.
+
+    For ``VALIDATE_INPUTS``: ComfyUI then skips its own "Value not in list" check for that input and shows
+    this message (which folder, where to download) before the run starts, also for a saved workflow that
+    names a file this ComfyUI does not have.
+    """
+    errors = core().errors
+    try:
+        find(name)
+    except errors.MissingFileError as error:
+        return str(error)
+    return True
+
+
 def torch_device():
     """Returns the device ComfyUI computes on (or CUDA/CPU without ComfyUI)."""
     import torch  # noqa: PLC0415

@@ -47,9 +47,10 @@ def _pack_files() -> list[str]:
 
 
 def list_direction_files() -> list[str]:
-    """Returns the choices of Load Direction: the pack's own files, models/stylegan_directions, and
-    the well-known public files of the manifest (so a missing one gets a message saying where to get it)."""
-    return sorted(set(_pack_files()) | set(_common.list_models("stylegan_directions")) | set(_manifest_files()))
+    """Returns the choices of Load Direction: the files that exist, in the pack's directions/ folder and in
+    models/stylegan_directions. A saved workflow naming a well-known file this ComfyUI lacks is told where
+    to download it before the run (``VALIDATE_INPUTS``); the manifest lists them all (directions/README.md)."""
+    return sorted(set(_pack_files()) | set(_common.list_models("stylegan_directions")))
 
 
 def direction_path(name: str) -> Path:
@@ -75,8 +76,8 @@ class PTI_LoadDirection:
 
     DESCRIPTION = ("Loads a latent editing direction: InterFaceGAN/PTI/e4e .pt and .npy boundaries, GANSpace "
                    "PCA (.pt dict or .npz), or this pack's .safetensors, from the pack's directions/ folder or "
-                   "models/stylegan_directions. Files are read as plain tensors (nothing is executed). Well-known "
-                   "public files are listed even when missing; picking one tells you where to download it.")
+                   "models/stylegan_directions. Files are read as plain tensors (nothing is executed). A workflow "
+                   "naming a well-known public file you lack says where to download it before it runs.")
     CATEGORY = _common.CATEGORY
     SEARCH_ALIASES = ["load direction", "latent direction", "interfacegan", "ganspace", "age", "smile", "pose",
                       "face edit", "stylegan"]
@@ -97,6 +98,10 @@ class PTI_LoadDirection:
                                              "-1 keeps the whole set (e.g. for GANSpace 'set' edits pick one "
                                              "here). Ignored for single directions."}),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, direction_file):
+        return _common.validation_message(direction_path, direction_file)
 
     @classmethod
     def IS_CHANGED(cls, direction_file, component=-1):

@@ -38,6 +38,25 @@ def render(G, ws, *, noise_mode: str = "const", seed: int = 0, batch_size: int =
     return imageio.nchw_to_comfy(torch.cat(images))
 
 
+KNOWN_GENERATORS = {  # public files the shipped workflows name: where a user gets them
+    "ffhq.pkl": "NVIDIA's FFHQ StyleGAN2 (1024 px): https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl",
+    "stylegan3-t-ffhqu-256x256.pkl": "NVIDIA's StyleGAN3-T FFHQ-U 256 px: https://api.ngc.nvidia.com/v2/models/nvidia/"
+                                     "research/stylegan3/versions/1/files/stylegan3-t-ffhqu-256x256.pkl",
+}
+
+
+def generator_path(name: str) -> Path:
+    """Returns the path of generator ``name`` in models/stylegan, or raises MissingFileError with its source."""
+    pti_core = _common.core()
+    try:
+        return _common.model_path("stylegan", name)
+    except pti_core.errors.MissingFileError as error:
+        source = KNOWN_GENERATORS.get(Path(name).name)
+        if source is None:
+            raise
+        raise pti_core.errors.MissingFileError(f"{error}; {name} is {source}") from None
+
+
 class PTI_LoadStyleGAN:
     """Loads a generator file from models/stylegan."""
 
@@ -58,9 +77,13 @@ class PTI_LoadStyleGAN:
         }}
 
     @classmethod
+    def VALIDATE_INPUTS(cls, model_name):
+        return _common.validation_message(generator_path, model_name)
+
+    @classmethod
     def IS_CHANGED(cls, model_name):
         try:
-            stat = _common.model_path("stylegan", model_name).stat()
+            stat = generator_path(model_name).stat()
         except Exception:  # noqa: BLE001  (missing file: let execute report it)
             return f"missing:{model_name}"
         return f"{stat.st_mtime_ns}:{stat.st_size}"
@@ -69,7 +92,7 @@ class PTI_LoadStyleGAN:
         import torch  # noqa: PLC0415
         pti_core = _common.core()
         try:
-            path = _common.model_path("stylegan", model_name)
+            path = generator_path(model_name)
             with torch.inference_mode(False):  # plain tensors, so optimisation nodes can use autograd
                 G = pti_core.load_generator(path, device=_common.torch_device())
         except pti_core.errors.PTIError as error:

@@ -49,6 +49,9 @@ def _fallback_folder(kind: str) -> Path:
     return Path(os.environ.get("PTI_MODELS_DIR", "models")) / kind
 
 
+NO_CLIP = "no CLIP file installed: put one in models/clip_vision"
+
+
 def list_clip_files() -> list[str]:
     """Returns CLIP weight files in models/clip_vision and models/clip (sorted, unique)."""
     names: set[str] = set()
@@ -84,9 +87,9 @@ def clip_path(name: str) -> Path:
             searched.append(str(_fallback_folder(kind)))
         if found:
             return Path(found)
+    what = "no CLIP file is installed" if name == NO_CLIP else f"CLIP file {name!r} not found"
     raise pti_core.errors.MissingFileError(
-        f"CLIP file {name!r} not found (searched {', '.join(searched)}); "
-        f"{pti_core.clip_models.DOWNLOAD_HINT}")
+        f"{what} (searched {', '.join(searched)}); {pti_core.clip_models.DOWNLOAD_HINT}")
 
 
 def _manifest_statistics_files() -> list[str]:
@@ -136,13 +139,17 @@ class PTI_LoadCLIP:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "clip_name": (list_clip_files() or [""], {
+            "clip_name": (list_clip_files() or [NO_CLIP], {
                 "tooltip": "CLIP weights in models/clip_vision or models/clip (.safetensors, .bin, .pt)."}),
             "architecture": (list(ARCHITECTURES), {
                 "default": "auto",
                 "tooltip": "open_clip architecture. auto: open_clip_config.json beside the file, or the shapes "
                            "of OpenAI's TorchScript .pt. OpenAI weights use the -quickgelu variants."}),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, clip_name):
+        return _common.validation_message(clip_path, clip_name)
 
     @classmethod
     def IS_CHANGED(cls, clip_name, architecture="auto"):

@@ -127,7 +127,11 @@ def test_component_set_needs_a_component(nodes, models_dir, G, latent):
 def test_load_direction_lists_files_and_explains_missing_ones(nodes, models_dir):
     np.save(models_dir / "mine.npy", np.ones((1, 16)))
     choices = nodes["PTI_LoadDirection"].INPUT_TYPES()["required"]["direction_file"][0]
-    assert "mine.npy" in choices and "age.pt" in choices and "ffhq_pca.pt" in choices
+    assert "mine.npy" in choices and "age.pt" not in choices and "ffhq_pca.pt" not in choices  # only what exists
+    # a saved workflow naming a well-known file this ComfyUI lacks: told where to get it before the run
+    assert nodes["PTI_LoadDirection"].VALIDATE_INPUTS("mine.npy") is True
+    message = nodes["PTI_LoadDirection"].VALIDATE_INPUTS("age.pt")
+    assert "models/stylegan_directions" in message and "interfacegan_directions/age.pt" in message
     direction, = nodes["PTI_LoadDirection"]().execute("mine.npy", -1)
     assert direction.vectors.shape == (1, 1, 16) and direction.name == "mine"
     with pytest.raises(ValueError, match=r"not in models/stylegan_directions.*https://raw\.githubusercontent\.com/"

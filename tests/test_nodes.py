@@ -324,3 +324,17 @@ def test_l2_weight_widget_reaches_the_tuning_config(nodes, pack, monkeypatch):
     run(nodes, "PTI_PivotalTune", G, target, latent, **FAST_TUNE)  # saved before the widget: the paper's 1
     run(nodes, "PTI_PivotalTune", G, target, latent, **FAST_TUNE, l2_weight=100.0)
     assert seen == [1.0, 100.0]
+
+
+def test_missing_model_files_are_explained_before_the_run(nodes, models_dir):
+    """VALIDATE_INPUTS replaces ComfyUI's bare "Value not in list": the folder searched and where to get it."""
+    load = nodes["PTI_LoadStyleGAN"]
+    assert load.VALIDATE_INPUTS("tiny.safetensors") is True
+    message = load.VALIDATE_INPUTS("ffhq.pkl")
+    assert "models/stylegan" in message and "nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl" in message
+    assert "models/stylegan" in load.VALIDATE_INPUTS("mine.pkl")
+    clip = nodes["PTI_LoadCLIP"]
+    (choices,) = clip.INPUT_TYPES()["required"]["clip_name"][:1]
+    assert len(choices) == 1 and choices[0].startswith("no CLIP file installed")  # no empty choice
+    message = clip.VALIDATE_INPUTS(choices[0])
+    assert message.startswith("no CLIP file is installed") and "models/clip_vision" in message

@@ -214,6 +214,30 @@ def test_overlap_check_bites(pack):
     assert needed_height(pack, {"type": "PTI_Invert"}) > 300  # the preview's room is counted
 
 
+MODEL_LOADERS = {"PTI_LoadStyleGAN": "stylegan", "PTI_LoadDirection": "stylegan_directions",
+                 "PTI_LoadCLIP": "clip_vision", "PTI_StyleCLIPDirection": "stylegan_directions"}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_templates_declare_the_model_files_they_need(pack, path):
+    """Every file a template's loaders name that does not ship with the pack carries the entry (name, url,
+    folder) the frontend uses to flag and offer a missing file, on the node and in the workflow's list."""
+    workflow = load(path)
+    shipped = {p.name for p in (REPO / "pti_core" / "data").rglob("*.safetensors")}
+    declared = []
+    for node in workflow["nodes"]:
+        if node["type"] not in MODEL_LOADERS:
+            continue
+        name = node["widgets_values"][0]
+        if name in shipped:
+            continue
+        (entry,) = node["properties"]["models"]
+        assert entry["name"] == name and entry["directory"] == MODEL_LOADERS[node["type"]], entry
+        assert entry["url"].startswith("https://") and entry["url"].rstrip("/").endswith(Path(name).name)
+        declared.append(entry)
+    assert workflow.get("models", []) == declared
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_api_copy_is_the_ui_workflow(pack, path):
     assert ui_to_api(pack, load(path)) == load(API_DIR / path.name)
