@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import CheckpointError, ConfigError, MissingFileError
@@ -132,8 +133,12 @@ def glo_loss(images: torch.Tensor, target: torch.Tensor, *, config: GLOConfig,
              perceptual: nn.Module | None) -> tuple[torch.Tensor, dict[str, float]]:
     """Returns (scalar loss, its parts) for student images vs teacher images ``[N, 3, R, R]``."""
     parts = {"l2": (images - target).square().mean()}
-    if config.laplacian_weight:
-        parts["laplacian"] = (laplacian(images) - laplacian(target)).abs().mean()
+    if config.laplacian_weight:  # L1 of the Laplacian at full, half and quarter size (fine and coarse detail)
+        total, a, b = 0.0, images, target
+        for _ in range(3):
+            total = total + (laplacian(a) - laplacian(b)).abs().mean()
+            a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
+        parts["laplacian"] = total / 3
     if config.perceptual_weight and perceptual is not None:
         parts["stlpips"] = perceptual(images, target).mean()
     weights = {"l2": config.l2_weight, "laplacian": config.laplacian_weight, "stlpips": config.perceptual_weight}
@@ -154,6 +159,8 @@ def _load_init(config: GLOConfig, *, z_dim: int, resolution: int) -> nn.Module:
 
     if config.init == "scratch":  # a fresh student of DistillConfig()'s architecture, seeded
         return build_student(DistillConfig(seed=config.seed), z_dim=z_dim, resolution=resolution)
+    if config.init and Path(config.init).is_dir():  # another GLO run: its raw student (latents: see train_glo)
+        return load_glo_student(config.init, which="state.student")[0].float()
 
     path = Path(config.init) if config.init else DEFAULT_MODEL_PATH
     if not path.is_file():
@@ -272,6 +279,8 @@ def train_glo(config: GLOConfig, out_dir: str | Path, *, resume: bool = False, t
     with torch.no_grad():
         images_all = torch.cat([teacher_images(teacher, chunk) for chunk in z_all.split(256)])  # [N, 3, R, R]
         latents = torch.cat([student.mapping(chunk)[:, 0] for chunk in z_all.split(512)])  # [N, w_dim]
+        if config.init and Path(config.init).is_dir():  # continue another run's latents (same dataset)
+            latents = _run_latents(Path(config.init), expected=latents.shape)
     state = _State(student, latents)
     ema = copy.deepcopy(student).eval().requires_grad_(False)
     optimizers = _optimizers(state, config)
@@ -325,8 +334,19 @@ def train_glo(config: GLOConfig, out_dir: str | Path, *, resume: bool = False, t
                          checkpoint=ckpt_path)
 
 
-def load_glo_student(out_dir: str | Path) -> tuple[nn.Module, GLOConfig, int]:
-    """Returns ``(EMA generator, config, step)`` of a GLO run folder."""
+def _run_latents(folder: Path, *, expected: torch.Size) -> torch.Tensor:
+    from safetensors import safe_open
+
+    with safe_open(str(folder / CHECKPOINT_NAME), framework="pt") as handle:
+        latents = handle.get_tensor("state.latents.weight")
+    if latents.shape != expected:
+        raise ConfigError(f"{folder} has latents {list(latents.shape)}, this run needs {list(expected)}; "
+                          "continue with the same dataset_size")
+    return latents
+
+
+def load_glo_student(out_dir: str | Path, *, which: str = "ema") -> tuple[nn.Module, GLOConfig, int]:
+    """Returns ``(generator, config, step)`` of a GLO run folder; ``which``: "ema" or "state.student"."""
     from safetensors import safe_open
     from .generators.stylegan2 import Generator
 
@@ -335,7 +355,8 @@ def load_glo_student(out_dir: str | Path) -> tuple[nn.Module, GLOConfig, int]:
         raise MissingFileError(f"no {CHECKPOINT_NAME} in {out_dir}; run the GLO distillation first")
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
-        state = {k[4:]: handle.get_tensor(k) for k in handle.keys() if k.startswith("ema.")}
+        prefix = which + "."
+        state = {k[len(prefix):]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
         step = int(handle.get_tensor("step")[0])
     G = Generator(**json.loads(metadata["init_kwargs"]))
     G.load_state_dict(state, strict=True)

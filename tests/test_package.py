@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from pathlib import Path
 
 from helpers import REPO
 
@@ -55,3 +56,20 @@ def test_cli_help_lists_every_command_and_bad_command_fails():
     bad = subprocess.run([sys.executable, "-m", "pti_core", "no-such-command"], capture_output=True, text=True,
                          cwd=REPO)
     assert bad.returncode != 0 and "invalid choice" in bad.stderr
+
+
+def test_registry_fields():
+    """What the Comfy Registry reads: a PEP 508 name without the "comfyui" prefix its tools strip, a version,
+    the publisher, display name, an icon URL and the ComfyUI versions the pack was checked on."""
+    import re
+    import tomllib
+
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())
+    name = data["project"]["name"]
+    assert re.fullmatch(r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?", name) and not name.startswith(("comfyui", "comfy"))
+    assert re.fullmatch(r"\d+\.\d+\.\d+", data["project"]["version"])
+    comfy = data["tool"]["comfy"]
+    assert comfy["PublisherId"] and comfy["DisplayName"]
+    assert comfy["Icon"].startswith("https://") and comfy["Icon"].endswith(".png")
+    assert (REPO / "docs" / Path(comfy["Icon"]).name).is_file()  # the icon the URL serves is in the repository
+    assert comfy["requires-comfyui"] == ">=0.3.64"

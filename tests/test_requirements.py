@@ -22,6 +22,7 @@ COMFYUI_BRINGS = ("torch", "torchvision", "torchaudio")  # ComfyUI's own environ
 # Workflows that need a user's file (an FFHQ model, CLIP weights, an upscaler) run on tiny stand-ins in
 # test_workflows.py; the no-download one runs here as shipped (its real model, direction and template).
 NO_DOWNLOAD_WORKFLOWS = ("pti_try_builtin_model",)
+PACK_DISTRIBUTION = re.search(r'^name = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
 
 
 def _name(requirement: str) -> str:
@@ -56,7 +57,7 @@ def blocked_modules(allowed: set[str]) -> list[str]:
     for module, dists in providers.items():
         if module.startswith("_") and module != "_pytest":
             continue
-        if all(_name(d) not in allowed for d in dists) and _name(dists[0]) not in ("comfyui-pti",):
+        if all(_name(d) not in allowed for d in dists) and _name(dists[0]) != PACK_DISTRIBUTION:
             blocked.append(module)
     return sorted(blocked)
 
