@@ -225,7 +225,9 @@ def _restore(path: Path, *, state: _State, ema: nn.Module,
         for key, value in tensors.items():
             if key.startswith(prefix):
                 param_index, name = key[len(prefix):].split(".", 1)
-                restored.setdefault(int(param_index), {})[name] = value.reshape(()) if name == "step" else value
+                if name == "step":  # SparseAdam counts in a Python int (saved as int64), Adam in a float tensor
+                    value = int(value.reshape(())) if value.dtype == torch.int64 else value.reshape(())
+                restored.setdefault(int(param_index), {})[name] = value
         state_dict["state"] = restored
         optimizer.load_state_dict(state_dict)
     return int(tensors["step"][0]), float(metadata.get("elapsed_s", "0"))
@@ -291,7 +293,9 @@ def train_glo(config: GLOConfig, out_dir: str | Path, *, resume: bool = False, t
     atomic_write(config_path, lambda tmp: Path(tmp).write_text(config.to_json()), overwrite=True)
     spread = latents.std(dim=0).mean().clamp_min(1e-6)  # one scale for noise and tether, from the start
 
-    noise_generator = torch.Generator().manual_seed(config.seed * 104_729 + step)
+    noise_generator = torch.Generator().manual_seed(config.seed * 104_729)
+    for _ in range(step):  # a resumed run continues the same noise stream as an uninterrupted one
+        torch.randn((config.batch_size, latents.shape[1]), generator=noise_generator)
     start_step, started, recent = step, time.perf_counter(), []
     while step < config.steps:
         if max_steps_this_run is not None and step - start_step >= max_steps_this_run:
@@ -345,6 +349,20 @@ def _run_latents(folder: Path, *, expected: torch.Size) -> torch.Tensor:
     return latents
 
 
+def run_dataset(out_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns ``(z [N, z_dim], latents [N, w_dim])`` of a GLO run: the dataset's z and the learned codes."""
+    from safetensors import safe_open
+
+    path = Path(out_dir) / CHECKPOINT_NAME
+    if not path.is_file():
+        raise MissingFileError(f"no {CHECKPOINT_NAME} in {out_dir}; run the GLO distillation first")
+    with safe_open(str(path), framework="pt") as handle:
+        config = GLOConfig.from_json((handle.metadata() or {})["config"])
+        latents = handle.get_tensor("state.latents.weight")
+        z_dim = json.loads(handle.metadata()["init_kwargs"])["z_dim"]
+    return dataset_z(config, z_dim), latents
+
+
 def load_glo_student(out_dir: str | Path, *, which: str = "ema") -> tuple[nn.Module, GLOConfig, int]:
     """Returns ``(generator, config, step)`` of a GLO run folder; ``which``: "ema" or "state.student"."""
     from safetensors import safe_open
@@ -361,3 +379,50 @@ def load_glo_student(out_dir: str | Path, *, which: str = "ema") -> tuple[nn.Mod
     G = Generator(**json.loads(metadata["init_kwargs"]))
     G.load_state_dict(state, strict=True)
     return G.eval().requires_grad_(False), GLOConfig.from_json(metadata["config"]), step
+
+
+def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, *, projections: int = 128,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """Returns the squared sliced Wasserstein-2 distance between point sets ``a`` ``[N, D]`` and ``b`` ``[N, D]``.
+
+    Examples:
+        >>> x = torch.randn(256, 8, generator=torch.Generator().manual_seed(0))
+        >>> float(sliced_wasserstein(x, x)) == 0.0
+        True
+    """
+    directions = torch.randn(a.shape[1], projections, generator=generator, dtype=a.dtype)
+    directions = directions / directions.norm(dim=0, keepdim=True)
+    pa, _ = (a @ directions).sort(dim=0)
+    pb, _ = (b @ directions).sort(dim=0)
+    return (pa - pb).square().mean()
+
+
+def fit_mapping(G: nn.Module, z: torch.Tensor, latents: torch.Tensor, *, steps: int = 2000, lr: float = 1e-3,
+                distribution_weight: float = 1.0, batch_size: int = 512, seed: int = 0,
+                log: Callable[[str], None] | None = None) -> nn.Module:
+    """Returns ``G`` with its mapping network refitted to the run's latents (in place; the synthesis is untouched).
+
+    Two terms, both cheap (the mapping is a small MLP): regression of ``mapping(z_i)`` onto ``w_i`` (keeps the
+    teacher's pairing), and the sliced Wasserstein distance between ``mapping`` of fresh z and the latents (the
+    samples' distribution matches the codes the synthesis network learned to draw, instead of shrinking to
+    their conditional mean where the regression cannot follow).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    mapping = G.mapping.train().requires_grad_(True)
+    optimizer = torch.optim.Adam(mapping.parameters(), lr=lr, betas=(0.9, 0.99))
+    spread = latents.std(dim=0).mean()
+    for step in range(steps):
+        index = torch.randint(0, len(z), (batch_size,), generator=generator)
+        predicted = mapping(z[index])[:, 0]
+        loss = (predicted - latents[index]).square().mean() / spread.square()
+        if distribution_weight:
+            fresh = mapping(torch.randn(batch_size, z.shape[1], generator=generator))[:, 0]
+            other = latents[torch.randint(0, len(latents), (batch_size,), generator=generator)]
+            loss = loss + distribution_weight * sliced_wasserstein(fresh, other, generator=generator) / spread.square()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if log is not None and (step + 1) % 500 == 0:
+            log(f"mapping fit {step + 1}/{steps} loss {float(loss):.4f}")
+    mapping.eval().requires_grad_(False)
+    return G

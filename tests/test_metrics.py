@@ -62,3 +62,32 @@ def test_standard_lpips_needs_cached_backbone(tmp_path, monkeypatch):
     monkeypatch.setattr(losses, "_CACHE", {})
     with pytest.raises(MissingFileError, match="alexnet-owt-7be5be79.pth"):
         lpips_distance(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32))
+
+
+def test_detail_error_sees_blur_and_speckle_that_stlpips_misses():
+    from pti_core.metrics import detail_error, laplacian_energy
+
+    generator = torch.Generator().manual_seed(0)
+    target = (torch.rand(1, 3, 64, 64, generator=generator) * 2 - 1)
+    target = torch.nn.functional.avg_pool2d(target, 3, 1, 1)  # some texture, some structure
+    blurred = torch.nn.functional.avg_pool2d(target, 5, 1, 2)
+    speckled = (target + 0.3 * torch.randn(target.shape, generator=generator)).clamp(-1, 1)
+    assert float(detail_error(target, target)) == 0.0
+    assert float(detail_error(blurred, target)) > 0.5
+    assert float(detail_error(speckled, target)) > 1.0
+    assert float(detail_error(0.5 * target + 0.5 * blurred, target)) < float(detail_error(blurred, target))
+    assert float(laplacian_energy(blurred)) < float(laplacian_energy(target)) < float(laplacian_energy(speckled))
+
+
+def test_frechet_distance_properties():
+    from pti_core.metrics import frechet_distance
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(400, 6, generator=generator)
+    b = torch.randn(400, 6, generator=generator)
+    near = float(frechet_distance(a, b))
+    assert near < 0.5  # two samples of one Gaussian: only the sampling error
+    assert float(frechet_distance(a, 2 * b)) > near + 3  # variances differ: tr(S_a + S_b - 2 sqrt(S_a S_b)) ~ 6
+    assert float(frechet_distance(a, b + 2)) == pytest.approx(near + 24, rel=0.1)  # |mu_a - mu_b|^2 = 6 * 4
+    with pytest.raises(ImageError):
+        frechet_distance(a, torch.randn(10, 5))

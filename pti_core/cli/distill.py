@@ -33,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset-size", type=int, default=None, help="glo: teacher images (default 4096)")
     parser.add_argument("--latent-learning-rate", type=float, default=None,
                         help="glo: SparseAdam lr of the per-image latents (default 0.03)")
+    parser.add_argument("--fit-mapping", type=int, default=0, metavar="STEPS",
+                        help="glo: before exporting, refit the mapping network to the run's latents for STEPS steps "
+                             "(regression on the teacher's z plus a sliced-Wasserstein match of the distribution)")
+    parser.add_argument("--mapping-distribution-weight", type=float, default=1.0,
+                        help="glo: weight of the distribution term of --fit-mapping (0 = regression only)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out (same settings)")
     parser.add_argument("--steps", type=int, default=None, help=f"total steps (default {defaults.steps})")
     parser.add_argument("--max-steps-this-run", type=int, default=None,
@@ -124,6 +129,10 @@ def run(args: argparse.Namespace) -> int:
                                    log=lambda line: print(line, flush=True))
             print(f"step {result.step}/{config.steps}; checkpoint {result.checkpoint}")
         G, config, step = glo.load_glo_student(args.out)
+        if args.fit_mapping:
+            z, latents = glo.run_dataset(args.out)
+            glo.fit_mapping(G, z, latents, steps=args.fit_mapping, distribution_weight=args.mapping_distribution_weight,
+                            log=lambda line: print(line, flush=True))
     else:
         if not args.no_train:
             config = _config(args)
@@ -146,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
         nchw_to_pil(grid[None].clamp(-1, 1)).save(args.side_by_side)
         print(f"wrote {args.side_by_side}")
     extra = {"distill_step": str(step), "distill_method": args.method, "distill_config": config.to_json()}
+    if args.method == "glo" and args.fit_mapping:
+        extra["mapping_fit"] = json.dumps({"steps": args.fit_mapping,
+                                           "distribution_weight": args.mapping_distribution_weight})
     if args.template is not None:
         from ..labels import measure_template
 
