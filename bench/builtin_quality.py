@@ -3,7 +3,8 @@
 For each photo (aligned with the model's own face template): the inversion and the PTI reconstruction
 against the aligned target (PSNR, dlib identity distance, detail error, ST-LPIPS), and the default edits
 through the tuned generator: identity to the target, whether dlib still finds a face, the yaw label at
-the negative and positive default strength, and the mouth-open label over a 5-step sweep.
+the negative and positive default strength, and the mouth-open label over a 5-step sweep that opens the
+mouth (``BUILTIN_MODEL.mouth_sweep``).
 
 ``--settings release1`` runs the first release's main-job settings (invert 100, tune 100 at lr 3e-3,
 L2 weight 1) for the before/after table; ``--model`` takes another generator file (e.g. the first
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                "inversion": quality_report(result.inversion.image, target),
                "pti": quality_report(result.reconstruction, target)}
         yaw = render_edits(result.generator, result.inversion.ws, [(directions["yaw"], low), (directions["yaw"], high)])
-        sweep = torch.linspace(low, high, MOUTH_SWEEP).tolist()
+        sweep = torch.linspace(*BUILTIN_MODEL.mouth_sweep, MOUTH_SWEEP).tolist()
         mouth = render_edits(result.generator, result.inversion.ws, [(directions["mouth_open"], s) for s in sweep])
         yaw_labels, _ = label_images(yaw, "yaw", box="shared", mirror=True, jitter=2)
         mouth_labels, _ = label_images(mouth, "mouth_open", box="shared", mirror=True, jitter=2)

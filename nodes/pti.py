@@ -18,7 +18,7 @@ from .models import render
 
 SPACES = ("w", "w+")
 TUNING_MODES = ("per-image", "shared")
-LOCALITY = ("off", "on")
+LOCALITY = ("off", "on", "built-in model")
 PREVIEW_EVERY = 10  # steps between JPEG previews on the node
 # "fp32": the paper's arithmetic; "auto": bfloat16 autocast where the device runs it natively (CUDA with
 # bf16, CPUs with AVX512-BF16 / AMX), else fp32 (pti_core.presets.native_bf16).
@@ -113,11 +113,16 @@ class PTI_Invert:
                 "init_latent": ("STYLEGAN_LATENT", {"tooltip": "Optional starting latent (e.g. from an encoder or "
                                                                "a previous inversion) instead of the average."}),
                 "precision": (list(PRECISIONS), {"default": "fp32", "tooltip": PRECISION_TOOLTIP}),
+                "l2_weight": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1000.0, "step": 0.1, "round": False,
+                                        "tooltip": "Weight of a pixel L2 loss added to the perceptual one (paper and "
+                                                   "reference projector: 0). The built-in 64 px model uses 10 (with "
+                                                   "learning rate 0.05): its pivots then match the photo's colours "
+                                                   "and layout."}),
             },
         }
 
     def execute(self, generator, images, space, steps, learning_rate, seed, perceptual, init_latent=None,
-                precision="fp32"):
+                precision="fp32", l2_weight=0.0):
         import torch  # noqa: PLC0415
         pti_core = _common.core()
         G = generator
@@ -132,7 +137,7 @@ class PTI_Invert:
                 init_ws = init_ws.to(_generator_device(G))
             inversion = _core_module("inversion")
             config = inversion.InversionConfig(space=space, steps=int(steps), lr=float(learning_rate),
-                                              seed=int(seed), perceptual=perceptual,
+                                              seed=int(seed), perceptual=perceptual, l2_weight=float(l2_weight),
                                               preview_every=PREVIEW_EVERY, precision=_precision(precision, G))
             with torch.inference_mode(False), torch.enable_grad():
                 target = _targets(images)
@@ -146,6 +151,17 @@ class PTI_Invert:
         finally:
             _common.free_memory()
         return (latent, reconstruction)
+
+
+def _locality(choice: str):
+    """Returns the Locality of the node's choice (None for "off")."""
+    tuning, presets = _core_module("tune"), _core_module("presets")
+    if choice == "on":
+        return tuning.Locality()
+    if choice == "built-in model":
+        alpha, weight_l2, weight_lpips = presets.BUILTIN_MODEL.locality
+        return tuning.Locality(alpha=alpha, weight_l2=weight_l2, weight_lpips=weight_lpips)
+    return None
 
 
 class PTI_PivotalTune:
@@ -180,7 +196,10 @@ class PTI_PivotalTune:
             "locality": (list(LOCALITY), {"default": "off",
                                           "tooltip": "Locality regularisation: keeps the tuned generator close "
                                                      "to the original away from the pivot (slower; paper "
-                                                     "default off, recommended for shared mode)."}),
+                                                     "default off, recommended for shared mode). 'built-in "
+                                                     "model': the built-in 64 px model's measured setting (at "
+                                                     "the edits' distance, as strong as the fit), which keeps "
+                                                     "its edits faces."}),
             "mode": (list(TUNING_MODES), {"default": "per-image",
                                           "tooltip": "per-image: one tuned generator for a single image "
                                                      "(batch 1). shared: one generator for all images."}),
@@ -216,8 +235,7 @@ class PTI_PivotalTune:
             tuning = _core_module("tune")
             config = tuning.TuningConfig(
                 steps=int(steps), lr=float(learning_rate), lpips_threshold=float(lpips_threshold),
-                l2_weight=float(l2_weight), locality=tuning.Locality() if locality == "on" else None, mode=mode,
-                seed=int(seed),
+                l2_weight=float(l2_weight), locality=_locality(locality), mode=mode, seed=int(seed),
                 perceptual=perceptual, preview_every=PREVIEW_EVERY, precision=_precision(precision, G))
             with torch.inference_mode(False), torch.enable_grad():
                 target = _targets(images)

@@ -154,3 +154,21 @@ def test_config_json_round_trip():
     data = json.loads(json.dumps(config.to_dict()))
     assert InversionConfig.from_dict(data) == config
     assert InversionConfig().to_dict()["w_avg_samples"] == 600  # PTI's reference setting
+
+
+def test_pixel_l2_term_fits_the_colours_the_perceptual_distance_leaves():
+    """InversionConfig.l2_weight adds a pixel MSE to the perceptual distance: the pivot gets closer in pixels."""
+    from helpers import tiny_generator
+    from pti_core.inversion import InversionConfig, invert
+
+    G = tiny_generator(4)
+    with torch.no_grad():
+        target = G.synthesis(G.mapping(torch.randn(1, 16, generator=torch.Generator().manual_seed(9))),
+                             noise_mode="const").clamp(-1, 1)
+    base = dict(steps=100, lr=0.1, perceptual="random-alex", preview_every=0, w_avg_samples=200)
+    plain = invert(G, target, config=InversionConfig(**base))
+    pixel = invert(G, target, config=InversionConfig(**base, l2_weight=1000.0))  # pixels dominate
+    mse = lambda image: float((image - target).square().mean())  # noqa: E731
+    assert mse(pixel.image) < 0.7 * mse(plain.image), (mse(plain.image), mse(pixel.image))
+    with pytest.raises(Exception, match="l2_weight"):
+        InversionConfig(l2_weight=-1.0)

@@ -305,7 +305,7 @@ def test_precision_widget_reaches_the_loops(nodes, monkeypatch, pack, native):
     with pytest.raises(ValueError, match="precision must be one of fp32, auto"):
         run(nodes, "PTI_Invert", G, target, **FAST_INVERT, precision="fp16")
     # the widgets are optional and last, in the order they were added: saved workflows load
-    for node_id, optional in (("PTI_Invert", ["init_latent", "precision"]), ("PTI_PivotalTune", ["precision", "l2_weight"])):
+    for node_id, optional in (("PTI_Invert", ["init_latent", "precision", "l2_weight"]), ("PTI_PivotalTune", ["precision", "l2_weight"])):
         inputs = nodes[node_id].INPUT_TYPES()
         assert list(inputs["optional"]) == optional and not set(optional) & set(inputs["required"])
 

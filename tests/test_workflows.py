@@ -403,3 +403,21 @@ def test_try_builtin_model_runs_with_the_shipped_model_and_its_template(pack, tm
     (saved,) = core.saved
     assert saved.shape == (8, 512, 512, 3)  # 8 sweep frames pasted into the 512 px photo
     assert all(float((saved[i + 1] - saved[i]).abs().max()) > 0 for i in range(7))
+
+
+def test_no_download_workflow_carries_the_built_in_models_settings():
+    """One source for the built-in model's settings: the CLI reads pti_core.presets.BUILTIN_MODEL, the
+    no-download template carries the same values in its widgets (and its sweep spans the default strengths)."""
+    from pti_core.presets import BUILTIN_MODEL
+
+    prompt = load(API_DIR / "pti_try_builtin_model.json")
+    nodes = {node["class_type"]: node["inputs"] for node in prompt.values()}
+    invert, tune, apply = nodes["PTI_Invert"], nodes["PTI_PivotalTune"], nodes["PTI_ApplyDirection"]
+    assert (invert["steps"], invert["learning_rate"], invert["l2_weight"], invert["perceptual"]) == (
+        BUILTIN_MODEL.inversion_steps, BUILTIN_MODEL.inversion_lr, BUILTIN_MODEL.inversion_l2_weight,
+        BUILTIN_MODEL.perceptual)
+    assert (tune["steps"], tune["learning_rate"], tune["l2_weight"], tune["lpips_threshold"], tune["perceptual"]) == (
+        BUILTIN_MODEL.tuning_steps, BUILTIN_MODEL.tuning_lr, BUILTIN_MODEL.l2_weight, BUILTIN_MODEL.lpips_threshold,
+        BUILTIN_MODEL.perceptual)
+    assert (apply["strength_from"], apply["strength_to"]) == (BUILTIN_MODEL.edit_strengths[0],
+                                                            BUILTIN_MODEL.edit_strengths[-1])

@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
                                            precision=args.precision or inversion_preset.precision,
                                            compile=args.compile)
     tuning_config = dataclasses.replace(tuning_preset, steps=tuning_steps, perceptual=tune_kind, seed=args.seed,
-                                        locality=Locality() if args.locality else None,
+                                        locality=Locality() if args.locality else tuning_preset.locality,
                                         precision=args.precision or tuning_preset.precision,
                                         compile=args.compile)
 
