@@ -235,16 +235,22 @@ def save_checkpoint(path: Path, *, student: nn.Module, ema: nn.Module, optimizer
     _atomic_save(tensors, path, metadata)
 
 
-def load_checkpoint(path: Path, *, student: nn.Module, ema: nn.Module,
-                    optimizer: torch.optim.Optimizer) -> tuple[int, float]:
-    """Restores ``student``, ``ema`` and ``optimizer`` from ``path``; returns ``(step, elapsed_s)``."""
+def read_checkpoint(path: Path, expected_format: str, what: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Returns ``(metadata, tensors)`` of a training checkpoint, or raises CheckpointError for another format."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
-        if metadata.get("format") != "pti-distill-checkpoint/1":
-            raise CheckpointError(f"{path} is not a distillation checkpoint; pass the run's output folder")
+        if metadata.get("format") != expected_format:
+            raise CheckpointError(f"{path} is not a {what} checkpoint; pass the run's output folder")
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    return metadata, tensors
+
+
+def load_checkpoint(path: Path, *, student: nn.Module, ema: nn.Module,
+                    optimizer: torch.optim.Optimizer) -> tuple[int, float]:
+    """Restores ``student``, ``ema`` and ``optimizer`` from ``path``; returns ``(step, elapsed_s)``."""
+    metadata, tensors = read_checkpoint(path, "pti-distill-checkpoint/1", "distillation")
     for prefix, module in (("student.", student), ("ema.", ema)):
         state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         try:
@@ -291,7 +297,7 @@ def distillation_loss(student_images: torch.Tensor, target: torch.Tensor, *, con
 
 
 @torch.no_grad()
-def _update_ema(ema: nn.Module, student: nn.Module, beta: float) -> None:
+def update_ema(ema: nn.Module, student: nn.Module, beta: float) -> None:
     for p_ema, p in zip(ema.parameters(), student.parameters()):
         p_ema.lerp_(p.detach(), 1.0 - beta)
     for b_ema, b in zip(ema.buffers(), student.buffers()):
@@ -366,7 +372,7 @@ def distill(config: DistillConfig, out_dir: str | Path, *, resume: bool = False,
         optimizer.step()
         step += 1
         beta = 0.5 ** (1.0 / max(1.0, min(config.ema_half_life, step / 2)))
-        _update_ema(ema, student, beta)
+        update_ema(ema, student, beta)
         losses.append(float(loss.detach()))
         report(progress, step, config.steps, "distill", None)
         if step % config.checkpoint_every == 0 or step == config.steps:

@@ -206,13 +206,9 @@ def _save(path: Path, *, state: _State, ema: nn.Module, optimizers: list[torch.o
 
 def _restore(path: Path, *, state: _State, ema: nn.Module,
              optimizers: list[torch.optim.Optimizer]) -> tuple[int, float]:
-    from safetensors import safe_open
+    from .distill import read_checkpoint
 
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        if metadata.get("format") != "pti-glo-checkpoint/1":
-            raise CheckpointError(f"{path} is not a GLO distillation checkpoint; pass the run's output folder")
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    metadata, tensors = read_checkpoint(path, "pti-glo-checkpoint/1", "GLO distillation")
     for prefix, module in (("state.", state), ("ema.", ema)):
         try:
             module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
@@ -233,14 +229,6 @@ def _restore(path: Path, *, state: _State, ema: nn.Module,
     return int(tensors["step"][0]), float(metadata.get("elapsed_s", "0"))
 
 
-@torch.no_grad()
-def _update_ema(ema: nn.Module, student: nn.Module, beta: float) -> None:
-    for p_ema, p in zip(ema.parameters(), student.parameters()):
-        p_ema.lerp_(p.detach(), 1.0 - beta)
-    for b_ema, b in zip(ema.buffers(), student.buffers()):
-        b_ema.copy_(b)
-
-
 def train_glo(config: GLOConfig, out_dir: str | Path, *, resume: bool = False, teacher: nn.Module | None = None,
               init: nn.Module | None = None, perceptual: nn.Module | None = None,
               max_steps_this_run: int | None = None, log: Callable[[str], None] | None = None,
@@ -255,7 +243,7 @@ def train_glo(config: GLOConfig, out_dir: str | Path, *, resume: bool = False, t
         max_steps_this_run: stop (after checkpointing) once this many steps ran in this call.
         log: called with a line of text at every checkpoint.
     """
-    from .distill import DistillResult, load_stlpips, load_teacher, normalize_z, teacher_images
+    from .distill import DistillResult, load_stlpips, load_teacher, normalize_z, teacher_images, update_ema
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -319,7 +307,7 @@ def train_glo(config: GLOConfig, out_dir: str | Path, *, resume: bool = False, t
         for optimizer in optimizers:
             optimizer.step()
         step += 1
-        _update_ema(ema, student, 0.5 ** (1.0 / max(1.0, min(config.ema_half_life, step / 2))))
+        update_ema(ema, student, 0.5 ** (1.0 / max(1.0, min(config.ema_half_life, step / 2))))
         parts["mapping"] = float(mapping_error.detach())
         recent.append(parts)
         report(progress, step, config.steps, "glo", None)
