@@ -23,6 +23,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -52,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     from pti_core import distill as D
     from pti_core.face import face_descriptor
     from pti_core.generators.checkpoints import load_generator
-    from pti_core.inversion import InversionConfig, invert
+    from pti_core.inversion import invert
     from pti_core.labels import landmarks_68
     from pti_core.losses import perceptual_model
-    from pti_core.presets import BUILTIN_MODEL
+    from pti_core.presets import builtin_configs
     from pti_core.metrics import (detail_error, frechet_distance, identity_distance, laplacian_energy, mse,
                                   psnr)
 
@@ -110,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
                                 "stlpips": round(float(torch.cat([distance(a, b) for a, b in
                                                                   zip(model_c.split(64), teacher_c.split(64))]).mean()), 4)}
 
-    steps = args.inversion_steps or BUILTIN_MODEL.inversion_steps
-    config = InversionConfig(steps=steps, perceptual="stlpips-alex", preview_every=0)
+    config, _ = builtin_configs(preview_every=0)  # the main job's inversion on the built-in model
+    if args.inversion_steps:
+        config = dataclasses.replace(config, steps=args.inversion_steps)
+    steps = config.steps
     targets = teach(D.held_out_z(args.inversions, 100, seed=D.HELD_OUT_SEED + 3))
     started = time.perf_counter()
     inverted = torch.cat([invert(G, t[None], config=config).image for t in targets]).clamp(-1, 1)

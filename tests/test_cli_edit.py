@@ -61,12 +61,17 @@ def test_embedded_demo_runs_and_says_it_is_a_demo(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "ffhq.pkl" in err and "astronaut" in err
     assert load_image(out / "pti.png").shape == (1, 3, 64, 64)
-    # the shipped model: the astronaut is aligned with its own face framing, edits use its learned yaw
-    assert {"edit_yaw_-3.png", "edit_yaw_+3.png"} <= {p.name for p in out.iterdir()}
+    # the shipped model: the astronaut is aligned with its own face framing, edits use its learned yaw at the
+    # built-in model's default strengths
+    assert {"edit_yaw_-1.png", "edit_yaw_+1.png"} <= {p.name for p in out.iterdir()}
     config = json.loads((out / "config.json").read_text())
     assert config["demo"] is True and config["align"] is True
+    assert config["tuning"]["l2_weight"] == 100.0 and config["tuning"]["locality"]["alpha"] == 8.0
+    assert config["inversion"]["l2_weight"] == 10.0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["pti"]["identity_distance"] >= 0  # dlib's face descriptor distance is reported
+    for stage in ("inversion", "pti"):  # never a perceptual figure alone
+        assert {"mse", "psnr", "lpips", "identity_distance", "detail_error"} <= set(metrics[stage])
+    assert metrics["pti"]["identity_distance"] >= 0 and metrics["pti"]["detail_error"] >= 0
 
 
 def test_user_errors_exit_2(tmp_path, capsys):
@@ -115,3 +120,17 @@ def test_native_precision():
     assert native_precision("cpu", "fp32") and native_precision("cuda", "fp32")
     assert native_precision("cpu", "bf16") == native_bf16("cpu")
     assert native_precision("cuda", "fp16") and not native_precision("mps", "fp16")
+
+
+def test_naming_the_built_in_models_file_gets_its_settings(tmp_path):
+    """The same model gets the same defaults whether it is named or not (not the paper's 1024 px settings)."""
+    from helpers import realworld
+    from pti_core.defaults import DEFAULT_GENERATOR_FILE
+
+    out = tmp_path / "named"
+    args = ["edit", "--model", str(DEFAULT_GENERATOR_FILE), "--image", str(realworld("photos", "astronaut.png")),
+            "--align", "--out", str(out), *FAST]
+    assert main(args) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["tuning"]["l2_weight"] == 100.0 and config["tuning"]["lr"] == 5e-3 and not config["demo"]
+    assert config["inversion"]["l2_weight"] == 10.0 and config["inversion"]["lr"] == 0.05
