@@ -66,37 +66,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write a PNG grid: teacher (top row) vs student (bottom row) on held-out z")
 
 
+def _run_config(args: argparse.Namespace, config_cls, config_name: str, fields: tuple[str, ...], **extra):
+    """Returns the run's config: the saved one when resuming, else --config or the defaults, with the flags given."""
+    if args.resume and (args.out / config_name).is_file():
+        base = config_cls.from_json((args.out / config_name).read_text())
+    elif args.config is not None:
+        base = config_cls.from_json(args.config.read_text())
+    else:
+        base = config_cls()
+    overrides = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
+    return dataclasses.replace(base, **overrides, **extra)
+
+
 def _glo_config(args: argparse.Namespace):
     from ..glo import CONFIG_NAME, GLOConfig
 
-    if args.resume and (args.out / CONFIG_NAME).is_file():
-        base = GLOConfig.from_json((args.out / CONFIG_NAME).read_text())
-    elif args.config is not None:
-        base = GLOConfig.from_json(args.config.read_text())
-    else:
-        base = GLOConfig()
-    overrides = {name: getattr(args, name) for name in (
+    return _run_config(args, GLOConfig, CONFIG_NAME, (
         "steps", "batch_size", "learning_rate", "perceptual_weight", "l2_weight", "checkpoint_every", "seed",
-        "dataset_size", "latent_learning_rate") if getattr(args, name) is not None}
-    if args.init is not None:
-        overrides["init"] = str(args.init)
-    return dataclasses.replace(base, **overrides)
+        "dataset_size", "latent_learning_rate"), **({"init": str(args.init)} if args.init is not None else {}))
 
 
 def _config(args: argparse.Namespace):
     from ..distill import CONFIG_NAME, DistillConfig
 
-    if args.resume and (args.out / CONFIG_NAME).is_file():
-        base = DistillConfig.from_json((args.out / CONFIG_NAME).read_text())
-    elif args.config is not None:
-        base = DistillConfig.from_json(args.config.read_text())
-    else:
-        base = DistillConfig()
-    overrides = {name: getattr(args, name) for name in (
+    return _run_config(args, DistillConfig, CONFIG_NAME, (
         "steps", "batch_size", "learning_rate", "perceptual_weight", "l1_weight", "l2_weight", "w_dim",
-        "mapping_layers", "channel_base", "channel_max", "checkpoint_every", "seed")
-        if getattr(args, name) is not None}
-    return dataclasses.replace(base, **overrides)
+        "mapping_layers", "channel_base", "channel_max", "checkpoint_every", "seed"))
 
 
 class _TeacherAsGenerator:
