@@ -421,3 +421,12 @@ def test_no_download_workflow_carries_the_built_in_models_settings():
         BUILTIN_MODEL.perceptual)
     assert (apply["strength_from"], apply["strength_to"]) == (BUILTIN_MODEL.edit_strengths[0],
                                                             BUILTIN_MODEL.edit_strengths[-1])
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_every_template_has_a_thumbnail(path):
+    """ComfyUI's Templates panel shows ``<name>.jpg`` beside a template (a 404 and a placeholder card without)."""
+    thumbnail = path.with_suffix(".jpg")
+    assert thumbnail.is_file(), thumbnail.name
+    with Image.open(thumbnail) as image:
+        assert image.format == "JPEG" and min(image.size) >= 256
