@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     from ..latents import save_latent
     from ..metrics import quality_report
     from ..presets import BUILTIN_MODEL, builtin_configs, native_precision, preset
-    from ..pipeline import align_for, reconstruct
+    from ..pipeline import align_for, reconstruct, render_edits
     from ..tune import Locality
 
     started = time.time()
@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     # directions (edits with the tuned generator)
     strengths = args.strength or list(BUILTIN_MODEL.edit_strengths if shipped else (-3.0, 3.0))
     edits = []
-    from ..directions import apply_directions, load_direction, sefa
+    from ..directions import load_direction, sefa
 
     if args.direction:
         if len(args.strength) not in (0, 1, len(args.direction)):
@@ -244,11 +244,11 @@ def run(args: argparse.Namespace) -> int:
     save_image(inversion.image, out / "inversion.png")
     save_image(reconstruction, out / "pti.png")
     written_edits = []
-    for name, direction, strength in edits:
-        edited_ws = apply_directions(inversion.ws, [(direction, strength)]).to(device)
-        with torch.no_grad():
-            edited = G_tuned.synthesis(edited_ws, noise_mode="const").clamp(-1, 1).cpu()
-            edited_original = G.synthesis(edited_ws, noise_mode="const").clamp(-1, 1).cpu()
+    pairs = [(direction, strength) for _, direction, strength in edits]
+    tuned_edits = render_edits(G_tuned, inversion.ws, pairs).cpu() if pairs else []
+    original_edits = render_edits(G, inversion.ws, pairs).cpu() if pairs else []
+    for (name, direction, strength), edited, edited_original in zip(edits, tuned_edits, original_edits):
+        edited, edited_original = edited[None], edited_original[None]
         stem = f"edit_{name}_{strength:+g}"
         save_image(edited, out / f"{stem}.png")
         save_image(edited_original, out / f"{stem}_inversion.png")
